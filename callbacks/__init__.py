@@ -1,0 +1,18 @@
+"""Trick callbacks: one file per trick, each naming its TRICKS.md ID in the docstring.
+
+Every module here lists its public classes in `__all__`; they are collected below so that the
+project's CLI (and recipes, by short class name) can find them without this file being edited
+for each new trick.
+"""
+
+import importlib
+import pkgutil
+
+__all__: list[str] = []
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name.startswith("_"):
+        continue
+    _module = importlib.import_module(f"{__name__}.{_info.name}")
+    for _name in getattr(_module, "__all__", ()):
+        globals()[_name] = getattr(_module, _name)
+        __all__.append(_name)

@@ -1,0 +1,57 @@
+"""Copy the template's shared parts into the new project and turn on the picked recipes.
+
+`recipes/` and `callbacks/` live beside `template/` in the template repository (one copy, linted
+and tested there); the generated project owns a copy of both, so it never imports this repo.
+The picked recipes are merged into `configs/default.yaml`, exactly as `--config` would merge them.
+"""
+
+import itertools
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO_DIR = Path("""{{ cookiecutter._repo_dir }}""")
+PACKAGE = "{{ cookiecutter.package_name }}"
+PICKED = [r.strip().removesuffix(".yaml") for r in """{{ cookiecutter.recipes }}""".split(",") if r.strip()]
+
+
+def merge_recipe(config: dict, recipe: dict) -> dict:
+    """Merge like jsonargparse does for a later --config: dicts deep-merge, `key+` appends."""
+    for key, value in recipe.items():
+        if key.endswith("+"):
+            base = key[:-1]
+            current = config.get(base) or []
+            config[base] = current + (value if isinstance(value, list) else [value])
+        elif isinstance(value, dict) and isinstance(config.get(key), dict) and "class_path" not in value:
+            merge_recipe(config[key], value)
+        else:
+            config[key] = value
+    return config
+
+
+def main() -> None:
+    project = Path.cwd()
+    shutil.copytree(REPO_DIR.parent / "recipes", project / "recipes")
+    callbacks = project / "src" / PACKAGE / "callbacks"
+    callbacks.mkdir(parents=True, exist_ok=True)
+    for source in sorted((REPO_DIR.parent / "callbacks").glob("*.py")):
+        shutil.copy2(source, callbacks / source.name)
+    if PICKED:
+        default = project / "configs" / "default.yaml"
+        text = default.read_text()
+        config = yaml.safe_load(text)
+        for name in PICKED:
+            merge_recipe(config, yaml.safe_load((project / "recipes" / f"{name}.yaml").read_text()) or {})
+        header = "".join(line + "\n" for line in itertools.takewhile(lambda l: l.startswith("#"), text.splitlines()))
+        header += "# Recipes merged at generation: " + ", ".join(PICKED) + "\n"
+        default.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:  # cookiecutter then removes the half-written project
+        print(f"Cannot finish generating the project: {error}", file=sys.stderr)
+        sys.exit(1)

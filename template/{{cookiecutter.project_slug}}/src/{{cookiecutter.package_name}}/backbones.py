@@ -1,0 +1,116 @@
+"""Backbones: the lecture's sized convnet (T1) and torchvision ResNets adapted to small images.
+
+`build_backbone(name, in_channels, num_classes, image_size, **options)` is the single entry point
+the LightningModule uses, so a new backbone is one function added to `BACKBONES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+class SizedConvNet(nn.Sequential):
+    """A plain convnet built by the lecture's sizing rules (TRICKS.md T1).
+
+    Every conv is 3x3, stride 1, padding 1, so it keeps W x H; every stage ends with a 2x2 max-pool
+    that halves it; the input side should be a power of 2 so the halvings stay exact. A global
+    average pool and one linear layer make the classifier, so the same net takes any input size.
+
+    Args:
+        in_channels: image channels.
+        num_classes: output classes.
+        widths: channels of each stage; one 2x2 pool per stage.
+        convs_per_stage: 3x3 convs before each pool.
+        batch_norm: BatchNorm after every conv.
+        dropout: dropout probability before the classifier.
+
+    Example:
+        >>> net = SizedConvNet(in_channels=1, num_classes=10)
+        >>> net(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int] = (32, 64, 128),
+        convs_per_stage: int = 2,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(f"in_channels={in_channels}, num_classes={num_classes}: need >= 1 channel and >= 2 classes.")
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"widths={list(widths)}: give one positive channel count per stage, e.g. [32, 64, 128].")
+        if convs_per_stage < 1:
+            raise ValueError(f"convs_per_stage={convs_per_stage}: use at least 1.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout}: use a probability in [0, 1).")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            for _ in range(convs_per_stage):
+                layers.append(nn.Conv2d(channels, width, kernel_size=3, stride=1, padding=1, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(width))
+                layers.append(nn.ReLU(inplace=True))
+                channels = width
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
+        super().__init__(*layers)
+        self.min_input_size = 2 ** len(widths)
+
+
+def _resnet(name: str) -> Callable[..., nn.Module]:
+    def build(in_channels: int, num_classes: int, image_size: int, weights: str | None = None) -> nn.Module:
+        import torchvision
+
+        net = torchvision.models.get_model(name, weights=weights)
+        if net.fc.out_features != num_classes:
+            net.fc = nn.Linear(net.fc.in_features, num_classes)
+        if image_size <= 64:
+            # The ImageNet stem (7x7 stride 2 + max-pool) shrinks a 32x32 image to 8x8 before the
+            # first block; small images keep their resolution with a 3x3 stride-1 stem instead.
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            old = net.conv1
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            if weights is not None:  # keep pretrained filters: average them over the RGB channels
+                with torch.no_grad():
+                    net.conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).expand_as(net.conv1.weight))
+        return net
+
+    return build
+
+
+def _sized_convnet(in_channels: int, num_classes: int, image_size: int, **options) -> nn.Module:
+    net = SizedConvNet(in_channels, num_classes, **options)
+    if image_size < net.min_input_size:
+        raise ValueError(
+            f"image_size={image_size} is too small for {len(options.get('widths', (32, 64, 128)))} pooling "
+            f"stages: use data.image_size >= {net.min_input_size} or fewer widths."
+        )
+    return net
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "sized_convnet": _sized_convnet,
+    "resnet18": _resnet("resnet18"),
+    "resnet34": _resnet("resnet34"),
+    "resnet50": _resnet("resnet50"),
+}
+
+
+def build_backbone(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> nn.Module:
+    """Build the backbone called `name`; unknown names and options fail with the valid ones."""
+    if name not in BACKBONES:
+        raise ValueError(f"model.backbone={name!r} is unknown: choose one of {', '.join(BACKBONES)}.")
+    try:
+        return BACKBONES[name](in_channels, num_classes, image_size, **options)
+    except TypeError as error:
+        raise ValueError(f"model.backbone_options={options} do not fit backbone {name!r}: {error}") from error

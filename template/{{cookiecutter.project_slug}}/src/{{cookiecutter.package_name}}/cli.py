@@ -1,0 +1,122 @@
+"""The project's command line: LightningCLI over ImageClassifier and ImageDataModule.
+
+Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the same CLI:
+    lightning fit  --config configs/default.yaml [--config recipes/<group>/<name>.yaml ...]
+    lightning test --config configs/default.yaml --ckpt_path best
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+from . import callbacks, loggers  # noqa: F401  (imported so recipes can name their classes by short name)
+from .datamodule import ImageDataModule
+from .module import ImageClassifier
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_dir(trainer: Trainer) -> Path | None:
+    """The run's folder: where ModelCheckpoint puts `checkpoints/` (same rule as Lightning's)."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    save_dir = logger.save_dir or trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(save_dir, str(logger.name), version)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config in the run's own folder and makes it the logger's run config.
+
+    Lightning's default writes `config.yaml` to `trainer.log_dir`, which for W&B is the shared
+    root, so a second fit in the same folder fails (Lightning issue 17168). One file per run
+    never collides.
+    """
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if self.already_saved or trainer.fast_dev_run:
+            return
+        folder = trainer.strategy.broadcast(run_dir(trainer) if trainer.is_global_zero else None)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True, multifile=self.multifile)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(self.config.clone().as_dict())
+        self.already_saved = True
+
+
+def find_checkpoint(root: Path, name: str) -> Path | None:
+    """The newest `<root>/**/checkpoints/<name>.ckpt`."""
+    found = sorted(root.glob(f"**/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+class CLI(LightningCLI):
+    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_channels", "model.in_channels", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        accelerator = str(trainer.accelerator)
+        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        if trainer.sync_batchnorm and on_cpu:
+            # torch's SyncBatchNorm refuses CPU tensors; each process keeps its own statistics instead.
+            warnings.warn("trainer.sync_batchnorm=true needs GPUs; turned off for this CPU run.", stacklevel=1)
+            trainer.sync_batchnorm = False
+        ckpt = config.get("ckpt_path")
+        if ckpt in ("best", "last"):
+            root = Path(trainer.default_root_dir or ".")
+            found = find_checkpoint(root, ckpt)
+            if found is not None:
+                print(f"ckpt_path={ckpt}: using {found}", flush=True)
+                config.ckpt_path = str(found)
+            elif self.subcommand == "fit" and ckpt == "last":
+                print(f"ckpt_path=last: no checkpoints/last.ckpt under {root.resolve()}; starting a new run.", flush=True)
+                config.ckpt_path = None
+            else:
+                raise SystemExit(
+                    f"ckpt_path={ckpt}: no checkpoints/{ckpt}.ckpt under {root.resolve()} (trainer.default_root_dir). "
+                    "Train first with `lightning fit --config configs/default.yaml`, or pass the checkpoint's path."
+                )
+
+
+def main(args: list[str] | None = None) -> CLI:
+    """Entry point of `<project-slug>` and `python -m <package>`."""
+    return CLI(args=args)
+
+
+def _other_lightning_command():
+    """The `lightning` command of another installed package (lightning-sdk, LitServe), if any."""
+    ours = __name__.split(".")[0]
+    for entry in importlib.metadata.entry_points(group="console_scripts", name="lightning"):
+        if not entry.value.startswith(ours + "."):
+            return entry.load()
+    return None
+
+
+def lightning_main() -> None:
+    """Entry point of `lightning`: fit/validate/test/predict are ours, anything else is handed on."""
+    argv = sys.argv[1:]
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        other = _other_lightning_command()
+        if other is not None:
+            sys.exit(other())
+    main()

@@ -1,0 +1,151 @@
+"""Dataset loaders: embedded digits, torchvision's MNIST/Fashion-MNIST/CIFAR, and image folders.
+
+Each loader returns a `Splits` of datasets yielding `(image, label)` with images as uint8 or float
+tensors/PIL images; the DataModule adds the transforms. No loader touches the network unless the
+user asked for a download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset, random_split
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+NUM_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3}
+# Published per-channel statistics of the training sets (digits: measured on its training split).
+STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's
+}
+TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Raised with a message naming the folder and the option that fixes it."""
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    classes: list[str]
+
+
+def carve(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Subset]:
+    """Split reproducibly: the same seed gives the same split on every machine and rank."""
+    n = len(dataset)
+    sizes = [int(round(f * n)) for f in fractions]
+    sizes = [n - sum(sizes)] + sizes
+    return random_split(dataset, sizes, generator=torch.Generator().manual_seed(seed))
+
+
+def load_digits(image_size: int, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """scikit-learn's 1,797 real 8x8 digits, upscaled to `image_size` (bundled: no download)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train, val, test = carve(TensorDataset(images.clamp(0, 1), labels), (val_fraction, test_fraction), seed)
+    return Splits(train, val, test, [str(i) for i in range(10)])
+
+
+def missing_data_message(name: str, root: Path, cause: object, downloading: bool) -> str:
+    layout = f"the layout torchvision.datasets.{TORCHVISION_CLASSES[name]} expects"
+    if downloading:
+        return (
+            f"{name} is not in {root.resolve()} and could not be downloaded ({cause}). Retry when online, "
+            f"put the dataset files there ({layout}), or point data.root at the folder that holds them."
+        )
+    return (
+        f"{name} is not in {root.resolve()} ({cause}). Put the dataset files there ({layout}), point "
+        "data.root at the folder that holds them, or set data.download=true to fetch them when online."
+    )
+
+
+def download_torchvision(name: str, root: Path) -> None:
+    """Fetch a torchvision dataset into `root` (users only; tests write the files themselves)."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    for train in (True, False):
+        try:
+            cls(str(root), train=train, download=True)
+        except Exception as error:  # URLError, HTTPError, checksum errors...
+            raise DataNotFoundError(missing_data_message(name, root, error, downloading=True)) from error
+
+
+def load_torchvision(name: str, root: Path, val_fraction: float, seed: int) -> Splits:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    try:
+        train_full = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        raise DataNotFoundError(missing_data_message(name, root, error, downloading=False)) from error
+    train, val = carve(train_full, (val_fraction,), seed)
+    return Splits(train, val, test, list(train_full.classes))
+
+
+def _image_folder(path: Path):
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(path))
+    except FileNotFoundError as error:
+        raise DataNotFoundError(
+            f"{path.resolve()} has no usable images ({error}). Each class needs a sub-folder with at least one "
+            f"image ({', '.join(sorted(IMAGE_SUFFIXES))}); remove empty class folders or add images."
+        ) from error
+
+
+def image_folder_root(root: Path) -> Path:
+    """`root/train` when it exists (with optional `root/val`, `root/test`), else `root` itself."""
+    if not root.is_dir():
+        raise DataNotFoundError(
+            f"data.root={str(root)!r}: folder {root.resolve()} does not exist. Point data.root at a folder of "
+            "class sub-folders (or with train/, val/ and test/ folders of class sub-folders)."
+        )
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def image_folder_classes(root: Path) -> list[str]:
+    train_root = image_folder_root(root)
+    classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and p.name not in {"val", "test", "masks"})
+    if len(classes) < 2:
+        raise DataNotFoundError(
+            f"{train_root.resolve()} has {len(classes)} class folder(s): an image folder needs one sub-folder "
+            "per class and at least 2 classes."
+        )
+    return classes
+
+
+def load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Class sub-folders; a val (and test) split is carved from train when its folder is missing."""
+    classes = image_folder_classes(root)
+    train_full = _image_folder(image_folder_root(root))
+    has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
+    carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
+    parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
+    train = parts.pop(0)
+    val = _image_folder(root / "val") if has_val else parts.pop(0)
+    test = _image_folder(root / "test") if has_test else parts.pop(0)
+    for name, split in (("val", val), ("test", test)):
+        split_classes = getattr(split, "classes", None)
+        if split_classes is not None and split_classes != classes:
+            raise DataNotFoundError(
+                f"{(root / name).resolve()} has classes {split_classes} but train has {classes}: "
+                "give every split the same class folders."
+            )
+    return Splits(train, val, test, classes)

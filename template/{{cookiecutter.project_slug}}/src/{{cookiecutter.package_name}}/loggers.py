@@ -1,0 +1,69 @@
+"""W&B logging that never prompts and never crashes a run for lack of a login."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pytorch_lightning.loggers import WandbLogger
+
+
+def has_wandb_credentials() -> bool:
+    """True when wandb would find an API key without asking: env var, identity token, or netrc.
+
+    Read here with the standard library because wandb's own lookup is private API that changes
+    between releases, and calling `wandb.login()` may prompt.
+    """
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class AutoWandbLogger(WandbLogger):
+    """Lightning's `WandbLogger`, online when you are logged in and offline otherwise.
+
+    Without an API key (`WANDB_API_KEY`, `wandb login`'s netrc entry) a plain WandbLogger would
+    prompt or fail; this one logs offline and prints one line with the run folder and the
+    `wandb sync` command that uploads it later. `WANDB_MODE=offline|disabled` is respected.
+
+    Example (in a config):
+        trainer:
+          logger:
+            class_path: AutoWandbLogger
+            init_args: {project: my-cnn, save_dir: runs}
+    """
+
+    def __init__(self, *args, offline: bool | None = None, **kwargs) -> None:
+        # A recipe that switches the logger has no project name to give: default to the project folder.
+        if not args and not kwargs.get("project"):
+            kwargs["project"] = os.environ.get("WANDB_PROJECT") or Path.cwd().name
+        mode = os.environ.get("WANDB_MODE", "").lower()
+        self._offline_reason = None
+        if offline:
+            self._offline_reason = "offline=true"
+        elif mode in {"offline", "dryrun"}:
+            self._offline_reason = f"WANDB_MODE={mode}"
+        elif offline is None and mode != "disabled" and not has_wandb_credentials():
+            self._offline_reason = "no W&B login found; run `wandb login` or set WANDB_API_KEY to log online"
+        if self._offline_reason:
+            os.environ.setdefault("WANDB_SILENT", "true")  # our one line replaces wandb's banner
+        super().__init__(*args, offline=bool(self._offline_reason), **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # recent wandb warns on any value, None included
+            self._wandb_init.pop("anonymous", None)
+        self._announced = False
+
+    @property
+    def experiment(self):
+        run = super().experiment
+        if self._offline_reason and not self._announced and hasattr(run, "dir"):
+            self._announced = True
+            run_dir = Path(run.dir).parent
+            print(f"W&B offline ({self._offline_reason}): run saved in {run_dir}; upload it with `wandb sync {run_dir}`", flush=True)
+        return run

@@ -1,0 +1,100 @@
+"""The generated project's own tests: model, data, the CLI loop, checkpoints, W&B offline."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DEFAULT_CONFIG, RECIPES
+
+# The embedded digits whatever dataset the project was generated for: the tests need no data files.
+DIGITS = ["--data.dataset=digits", "--data.num_workers=0", "--data.image_size=32"]
+QUICK = [*DIGITS, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
+         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def test_sized_convnet_keeps_size_per_conv_and_halves_per_pool(pkg):
+    from importlib import import_module
+
+    backbones = import_module(pkg.__name__ + ".backbones")
+    net = backbones.SizedConvNet(in_channels=1, num_classes=10, widths=(8, 16))
+    x = torch.zeros(2, 1, 32, 32)
+    sizes = []
+    for layer in net:
+        x = layer(x)
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            sizes.append(x.shape[-1])
+    assert sizes == [32, 32, 16, 16, 16, 8]
+    assert x.shape == (2, 10)
+
+
+def test_digits_splits_are_disjoint_and_reproducible(pkg):
+    first, second = pkg.ImageDataModule("digits"), pkg.ImageDataModule("digits")
+    first.setup("fit"), second.setup("fit")
+    splits = first.splits
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1257, 270, 270)
+    assert splits.train.indices == second.splits.train.indices
+    assert not set(splits.train.indices) & set(splits.val.indices)
+    images, labels = next(iter(first.train_dataloader()))
+    assert images.shape == (64, 1, 32, 32) and labels.dtype == torch.long
+
+
+def test_augment_touches_the_training_split_only(pkg):
+    from torchvision.transforms import v2
+
+    dm = pkg.ImageDataModule("digits", augment=[v2.RandomHorizontalFlip(p=1.0)])
+    dm.setup("fit")
+    image, _ = dm.splits.train[0]
+    flipped, _ = dm.train_dataloader().dataset[0]
+    plain, _ = dm.val_dataloader().dataset[0]
+    assert torch.allclose(flipped, dm.eval_transform(image.flip(-1)))
+    assert torch.allclose(plain, dm.eval_transform(dm.splits.val[0][0]))
+
+
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob("*.yaml")))
+def test_every_recipe_runs_fast_dev_run(cli, recipe):
+    cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / recipe}", *DIGITS, "--trainer.fast_dev_run=true"])
+
+
+def test_fit_then_test_best_and_resume_last(cli, isolated):
+    fit = cli.main(["fit", f"--config={DEFAULT_CONFIG}", *QUICK])
+    assert Path(fit.trainer.checkpoint_callback.best_model_path).name == "best.ckpt"
+    test = cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS, "--trainer.enable_progress_bar=false"])
+    assert test.trainer.ckpt_path.endswith("best.ckpt")
+    assert 0.0 <= test.trainer.callback_metrics["test/acc"] <= 1.0
+    resumed = cli.main(["fit", f"--config={DEFAULT_CONFIG}", "--ckpt_path=last", *QUICK[1:], "--trainer.max_epochs=2"])
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 6
+
+
+def test_two_fits_in_a_row_in_one_folder(cli, isolated):
+    for _ in range(2):
+        cli.main(["fit", f"--config={DEFAULT_CONFIG}", *QUICK])
+    configs = sorted(isolated.glob("runs/**/config.yaml"))
+    assert len(configs) == 2 and configs[0].parent != configs[1].parent
+
+
+def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, capsys):
+    from wandb.sdk.internal.datastore import DataStore
+    from wandb.proto import wandb_internal_pb2
+
+    cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / 'logger/wandb.yaml'}", *QUICK])
+    assert "upload it with `wandb sync" in capsys.readouterr().out
+    (run_file,) = isolated.glob("runs/wandb/offline-run-*/run-*.wandb")
+    store = DataStore()
+    store.open_for_scan(str(run_file))
+    keys, config = set(), {}
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        if record.WhichOneof("record_type") == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    assert {"train/loss_step", "val/acc", "val/loss", "train/acc"} <= keys
+    assert config["model"]["backbone"] and config["trainer"]["max_epochs"] == 1
+
+
+def test_missing_checkpoint_is_a_clear_error(cli):
+    with pytest.raises(SystemExit, match="no checkpoints/best.ckpt"):
+        cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS])

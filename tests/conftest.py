@@ -1,0 +1,63 @@
+"""Helpers shared by the template's tests: generate projects, run their CLI, keep W&B offline."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+# A package name of its own, so an editable install left by `make demo` (my_cnn) never shadows it.
+TEST_ANSWERS = {"project_name": "Tricks Check"}
+TEST_PACKAGE = "tricks_check"
+
+
+def all_recipes() -> list[str]:
+    return sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.rglob("*.yaml"))
+
+
+def generate(output_dir: Path, **answers) -> Path:
+    """Generate a project with --no-input and the given answers; returns its folder."""
+    return Path(cookiecutter(str(REPO), no_input=True, output_dir=str(output_dir), extra_context=answers))
+
+
+def offline_env(home: Path, project: Path | None = None) -> dict[str, str]:
+    """An environment with no W&B login (so W&B goes offline by itself) and the project on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), NETRC=str(home / "no-netrc"), PYTHONUNBUFFERED="1")
+    if project is not None:
+        env["PYTHONPATH"] = str(project / "src")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A project generated once per session with default answers but its own package name."""
+    return generate(tmp_path_factory.mktemp("generated"), **TEST_ANSWERS)
+
+
+@pytest.fixture(scope="session")
+def pkg(project):
+    """The generated package, imported from the generated folder (plain Python, no install)."""
+    sys.path.insert(0, str(project / "src"))
+    return importlib.import_module(TEST_PACKAGE)
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path

@@ -1,0 +1,145 @@
+"""Generation: default and non-default answers, invalid answers, leftovers, nested template, git URL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, RECIPES, all_recipes, generate, offline_env
+
+TEMPLATE = REPO / "template" / "{{cookiecutter.project_slug}}"
+COOKIECUTTER = [sys.executable, "-m", "cookiecutter"]
+
+
+def files_of(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+def expected_files(package: str) -> set[str]:
+    files = {p.replace("{{cookiecutter.package_name}}", package) for p in files_of(TEMPLATE)}
+    files |= {f"recipes/{r}.yaml" for r in all_recipes()}
+    files |= {f"src/{package}/callbacks/{p.name}" for p in (REPO / "callbacks").glob("*.py")}
+    return files
+
+
+def test_default_answers_give_the_exact_file_set(tmp_path):
+    project = generate(tmp_path)
+    assert project.name == "my-cnn"
+    assert files_of(project) == expected_files("my_cnn")
+    config = yaml.safe_load((project / "configs" / "default.yaml").read_text())
+    assert config["data"]["dataset"] == "digits"
+    assert config["model"]["backbone"] == "sized_convnet"
+    assert config["trainer"]["logger"]["class_path"] == "AutoWandbLogger"
+    assert config["trainer"]["logger"]["init_args"]["project"] == "my-cnn"
+
+
+ANSWER_MATRIX = (
+    [{"dataset": d} for d in ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")]
+    + [{"backbone": b} for b in ("resnet18", "resnet34", "resnet50")]
+    + [{"logger": "csv"}, {"logger": "tensorboard"}]
+    + [{"project_name": "Lens Study", "package_name": "lens", "author": "A. Person", "wandb_project": "lens-2026",
+        "wandb_entity": "my-team", "recipes": "regularize/max-norm,ensemble/ema", "backbone": "resnet18", "logger": "csv"}]
+)
+
+
+@pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()))
+def test_non_default_answers(tmp_path, answers):
+    project = generate(tmp_path, **answers)
+    package = answers.get("package_name", project.name.replace("-", "_"))
+    assert (project / "src" / package / "cli.py").is_file()
+    config = yaml.safe_load((project / "configs" / "default.yaml").read_text())
+    assert config["data"]["dataset"] == answers.get("dataset", "digits")
+    assert config["model"]["backbone"] == answers.get("backbone", "sized_convnet")
+    logger = {"wandb": "AutoWandbLogger", "csv": "CSVLogger", "tensorboard": "TensorBoardLogger"}
+    assert config["trainer"]["logger"]["class_path"] == logger[answers.get("logger", "wandb")]
+    pyproject = (project / "pyproject.toml").read_text()
+    assert ('"tensorboard' in pyproject) == (answers.get("logger") == "tensorboard")
+    assert f'lightning = "{package}.cli:lightning_main"' in pyproject
+    if "wandb_entity" in answers:
+        assert config["trainer"]["logger"]["class_path"] == "CSVLogger"  # csv picked: no W&B section
+    for path in project.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="ignore")
+            assert "{{" not in text and "}}" not in text and "{%" not in text, f"template leftover in {path}"
+
+
+def test_picked_recipes_are_active_in_the_default_config(tmp_path):
+    project = generate(tmp_path, recipes="regularize/max-norm, ensemble/ema")
+    text = (project / "configs" / "default.yaml").read_text()
+    assert "# Recipes merged at generation: regularize/max-norm, ensemble/ema" in text
+    callbacks = [c["class_path"] for c in yaml.safe_load(text)["trainer"]["callbacks"]]
+    assert callbacks == ["ModelCheckpoint", "LearningRateMonitor", "MaxNorm", "EMAWeightAveraging"]
+
+
+BAD_ANSWERS = [
+    ({"project_name": " "}, "project_name is empty"),
+    ({"project_slug": "My CNN"}, "project_slug='My CNN' is not a valid"),
+    ({"package_name": "2fast"}, "package_name='2fast' is not a valid Python package name"),
+    ({"package_name": "class"}, "package_name='class' is not a valid Python package name"),
+    ({"package_name": "torch"}, "package_name='torch' would shadow"),
+    ({"recipes": "regularize/max-norm,augment/nope"}, "recipes='augment/nope': no such recipe. Valid recipes: ensemble/ema"),
+    ({"recipes": "ensemble/ema,ensemble/ema"}, "names a recipe twice"),
+    ({"wandb_project": "a/b"}, "wandb_project='a/b' is not a valid W&B name"),
+    ({"wandb_entity": "team x"}, "wandb_entity='team x' is not a valid W&B name"),
+    ({"dataset": "svhn"}, "svhn"),
+    ({"backbone": "vgg11"}, "vgg11"),
+    ({"logger": "mlflow"}, "mlflow"),
+]
+
+
+@pytest.mark.parametrize(("answers", "message"), BAD_ANSWERS, ids=lambda v: str(v)[:40])
+def test_invalid_answers_fail_with_a_message_and_leave_nothing(tmp_path, answers, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [f"{k}={v}" for k, v in answers.items()]
+    result = subprocess.run([*COOKIECUTTER, "--no-input", "-o", str(out), str(REPO), *args],
+                            capture_output=True, text=True, env=offline_env(tmp_path))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_interactive_generation_takes_typed_answers(tmp_path):
+    out = tmp_path / "out"
+    # template choice, project name, slug, package, author, dataset, backbone, recipes, logger, W&B project, entity
+    answers = "1\nDemo Net\n\n\n\n2\n\nregularize/max-norm\n2\n\n\n"
+    result = subprocess.run([*COOKIECUTTER, "-o", str(out), str(REPO)], input=answers, capture_output=True,
+                            text=True, env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((out / "demo-net" / "configs" / "default.yaml").read_text())
+    assert config["data"]["dataset"] == "mnist"
+    assert config["trainer"]["logger"]["class_path"] == "CSVLogger"
+    assert config["trainer"]["callbacks"][-1]["class_path"] == "MaxNorm"
+
+
+def test_generation_from_a_git_url(tmp_path):
+    """`cookiecutter <git url>`: the hooks find recipes/ and callbacks/ beside template/ in the clone."""
+    source = tmp_path / "template-repo"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", "build", ".git", "__pycache__", "*.egg-info"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(source)]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "template"]):
+        subprocess.run([*git, *cmd], check=True)
+    out = tmp_path / "out"
+    result = subprocess.run([*COOKIECUTTER, "--no-input", "-o", str(out), f"file://{source}", "recipes=ensemble/ema"],
+                            capture_output=True, text=True, env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "my-cnn" / "recipes" / "ensemble" / "ema.yaml").is_file()
+    assert (out / "my-cnn" / "src" / "my_cnn" / "callbacks" / "max_norm.py").is_file()
+
+
+def test_every_recipe_names_itself_in_its_first_line():
+    for recipe in all_recipes():
+        first = (RECIPES / f"{recipe}.yaml").read_text().splitlines()[0]
+        assert first.startswith("# ") and " — " in first, f"{recipe}: first line must be '# <ID or name> — <what>'"
+        assert yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text()), f"{recipe} is empty"
+
+
+def test_readme_lists_exactly_the_recipes_in_the_folder():
+    readme = (REPO / "README.md").read_text()
+    table = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "/" in line.split("`")[1]}
+    assert table == set(all_recipes())
