@@ -18,11 +18,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+test: lint
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check callbacks tests "template/{{cookiecutter.project_slug}}"
+	$(BIN)/ruff check --config pyproject.toml callbacks tests "template/{{cookiecutter.project_slug}}"
 
 demo: venv
 	rm -rf $(DEMO) && mkdir -p $(DEMO)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, RECIPES, all_recipes, generate, offline_env
+from conftest import RECIPES, REPO, all_recipes, generate, offline_env
 
 TEMPLATE = REPO / "template" / "{{cookiecutter.project_slug}}"
 COOKIECUTTER = [sys.executable, "-m", "cookiecutter"]

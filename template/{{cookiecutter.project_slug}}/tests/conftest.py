@@ -31,4 +31,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
-    return tmp_path
+    yield tmp_path
+    import wandb
+
+    wandb.finish()  # a run left open would be reused by the next test's logger

@@ -44,6 +44,11 @@ class AutoWandbLogger(WandbLogger):
         # A recipe that switches the logger has no project name to give: default to the project folder.
         if not args and not kwargs.get("project"):
             kwargs["project"] = os.environ.get("WANDB_PROJECT") or Path.cwd().name
+        # wandb resolves a relative folder against the working directory of its first run in the
+        # process; resolving it here keeps every run where the config says.
+        for key in ("save_dir", "dir"):
+            if kwargs.get(key):
+                kwargs[key] = str(Path(kwargs[key]).resolve())
         mode = os.environ.get("WANDB_MODE", "").lower()
         self._offline_reason = None
         if offline:
