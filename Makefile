@@ -36,7 +36,7 @@ demo: venv
 	  echo && echo "=== demo summary ===" && \
 	  echo "test accuracy : $$(grep -o 'test/acc[^0-9]*[0-9.]*' test.log | grep -o '[0-9.]*$$')" && \
 	  echo "training time : $$(../../../$(BIN)/python -c "print(round($$end - $$start, 1))") s (lightning fit on $$(nproc) cores, start-up included)" && \
-	  echo "W&B run       : $$(grep -oE 'run saved in [^;]*|View run at .*' fit.log | tail -1) (in $(DEMO)/my-cnn)"
+	  echo "W&B run       : $$(grep -oE 'run saved in [^;]*|View run at .*' fit.log | tail -1 | sed 's/^run saved in //')"
 
 clean:
 	rm -rf $(VENV) build

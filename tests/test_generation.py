@@ -117,10 +117,29 @@ def test_interactive_generation_takes_typed_answers(tmp_path):
     assert config["trainer"]["callbacks"][-1]["class_path"] == "MaxNorm"
 
 
-def test_generation_from_a_git_url(tmp_path):
-    """`cookiecutter <git url>`: the hooks find recipes/ and callbacks/ beside template/ in the clone."""
+def copy_of_this_repo(tmp_path: Path) -> Path:
     source = tmp_path / "template-repo"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", "build", ".git", "__pycache__", "*.egg-info"))
+    return source
+
+
+def test_recipes_that_claim_the_same_slot_are_refused_at_generation(tmp_path):
+    source = copy_of_this_repo(tmp_path)
+    (source / "recipes" / "fake").mkdir()
+    for name in ("one", "two"):
+        (source / "recipes" / "fake" / f"{name}.yaml").write_text(f"# X — {name}\n# exclusive: fake-slot\ntrainer: {{}}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run([*COOKIECUTTER, "--no-input", "-o", str(out), str(source), "recipes=fake/one,fake/two"],
+                            capture_output=True, text=True, env=offline_env(tmp_path))
+    assert result.returncode != 0
+    assert "recipes fake/one and fake/two cannot be combined: each sets the fake" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_generation_from_a_git_url(tmp_path):
+    """`cookiecutter <git url>`: the hooks find recipes/ and callbacks/ beside template/ in the clone."""
+    source = copy_of_this_repo(tmp_path)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(source)]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "template"]):
         subprocess.run([*git, *cmd], check=True)

@@ -32,12 +32,17 @@ RESERVED_PACKAGES = {
 }
 
 
-def find_recipes(repo_dir: Path) -> list[str]:
+def find_recipes(repo_dir: Path) -> dict[str, str]:
+    """Recipe name -> its exclusive slot ('' when it combines with anything)."""
     root = repo_dir.parent / "recipes"
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    recipes = {}
+    for path in sorted(root.rglob("*.yaml")):
+        slot = re.search(r"^# exclusive: *([\w-]+)", path.read_text(), re.MULTILINE)
+        recipes[path.relative_to(root).with_suffix("").as_posix()] = slot.group(1) if slot else ""
+    return recipes
 
 
-def validate(answers: dict, known_recipes: list[str]) -> list[str]:
+def validate(answers: dict, known_recipes: dict[str, str]) -> list[str]:
     errors = []
     if not answers["project_name"].strip():
         errors.append("project_name is empty: give the project a name, e.g. project_name='My CNN'.")
@@ -69,6 +74,14 @@ def validate(answers: dict, known_recipes: list[str]) -> list[str]:
         )
     if len(set(names)) != len(names):
         errors.append(f"recipes={answers['recipes']!r} names a recipe twice: list each once.")
+    slots: dict[str, list[str]] = {}
+    for name in names:
+        slot = known_recipes.get(name.removesuffix(".yaml"))
+        if slot:
+            slots.setdefault(slot, []).append(name)
+    for slot, clash in slots.items():
+        if len(clash) > 1:
+            errors.append(f"recipes {' and '.join(clash)} cannot be combined: each sets the {slot}. Keep one of them.")
     for key in ("wandb_project", "wandb_entity"):
         value = answers[key]
         if (value or key == "wandb_project") and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):

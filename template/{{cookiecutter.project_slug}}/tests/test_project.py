@@ -119,6 +119,16 @@ def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, capsys):
     assert config["data"]["dataset"] == "digits" and config["trainer"]["max_epochs"] == 1
 
 
+def test_recipes_claiming_the_same_slot_fail_before_training(cli, isolated):
+    recipes = isolated / "recipes" / "schedule"
+    recipes.mkdir(parents=True)
+    for name in ("a", "b"):
+        (recipes / f"{name}.yaml").write_text(f"# X — schedule {name}\n# exclusive: lr-schedule\ntrainer:\n  max_epochs: 1\n")
+    with pytest.raises(SystemExit, match="Recipes schedule/a and schedule/b cannot be combined: each sets the lr-schedule"):
+        cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={recipes / 'a.yaml'}", f"--config={recipes / 'b.yaml'}", *QUICK])
+    assert not (isolated / "runs").exists()
+
+
 def test_missing_checkpoint_is_a_clear_error(cli):
     with pytest.raises(SystemExit, match="no checkpoints/best.ckpt"):
         cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS])

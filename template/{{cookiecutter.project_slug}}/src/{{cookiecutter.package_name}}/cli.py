@@ -8,8 +8,10 @@ Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the sa
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sys
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -53,6 +55,37 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
+EXCLUSIVE = re.compile(r"^# exclusive: *([\w-]+)", re.MULTILINE)
+MERGED = re.compile(r"^# Recipes merged at generation: *(.+)$", re.MULTILINE)
+
+
+def active_recipes(config_files: list[Path]) -> dict[str, Path]:
+    """Recipe name -> file for every recipe in effect: passed with --config, or merged into a
+    config at generation (its header lists them; they live in `recipes/` beside `configs/`)."""
+    active: dict[str, Path] = {}
+    for path in config_files:
+        if path.parent.parent.name == "recipes":
+            active[f"{path.parent.name}/{path.stem}"] = path
+        merged = MERGED.search(path.read_text())
+        for name in merged.group(1).split(",") if merged else ():
+            active[name.strip()] = path.parent.parent / "recipes" / f"{name.strip()}.yaml"
+    return active
+
+
+def check_exclusive_recipes(config_files: list[Path]) -> None:
+    """Fail before anything runs when two recipes claim the same slot (`# exclusive: <slot>`),
+    e.g. two LR schedules or two init schemes: the later one would silently replace the other."""
+    claims: dict[str, list[str]] = defaultdict(list)
+    for name, path in active_recipes(config_files).items():
+        for slot in EXCLUSIVE.findall(path.read_text()) if path.is_file() else ():
+            claims[slot].append(name)
+    for slot, names in claims.items():
+        if len(names) > 1:
+            raise SystemExit(
+                f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
+            )
+
+
 def find_checkpoint(root: Path, name: str) -> Path | None:
     """The newest `<root>/**/checkpoints/<name>.ckpt`."""
     found = sorted(root.glob(f"**/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -74,6 +107,7 @@ class CLI(LightningCLI):
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
+        check_exclusive_recipes([Path(str(p)) for p in config.get("config") or []])
         trainer = config.trainer
         accelerator = str(trainer.accelerator)
         on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
