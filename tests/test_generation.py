@@ -73,7 +73,7 @@ def test_picked_recipes_are_active_in_the_default_config(tmp_path):
     text = (project / "configs" / "default.yaml").read_text()
     assert "# Recipes merged at generation: regularize/max-norm, ensemble/ema" in text
     callbacks = [c["class_path"] for c in yaml.safe_load(text)["trainer"]["callbacks"]]
-    assert callbacks == ["ModelCheckpoint", "LearningRateMonitor", "MaxNorm", "EMAWeightAveraging"]
+    assert callbacks == ["SafeCheckpoint", "NanGuard", "LearningRateMonitor", "MaxNorm", "EMAWeightAveraging"]
 
 
 BAD_ANSWERS = [

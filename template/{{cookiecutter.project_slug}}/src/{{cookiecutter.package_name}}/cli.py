@@ -8,6 +8,7 @@ Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the sa
 from __future__ import annotations
 
 import importlib.metadata
+import pickle
 import re
 import sys
 import warnings
@@ -18,7 +19,7 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from . import callbacks, loggers  # noqa: F401  (imported so recipes can name their classes by short name)
+from . import callbacks, loggers, reliability  # noqa: F401  (imported so configs can name their classes by short name)
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
 
@@ -86,6 +87,28 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
             )
 
 
+def check_learning_rate(model) -> None:
+    init_args = getattr(getattr(model, "optimizer", None), "init_args", None)
+    lr = getattr(init_args, "lr", None) if init_args is not None else None
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise SystemExit(
+            f"model.optimizer.init_args.lr={lr}: the learning rate must be positive; the lecture's starting point is 0.1."
+        )
+
+
+def continue_logger_run(logger, checkpoint: Path) -> None:
+    """Resuming from `<save_dir>/<name>/<version>/checkpoints/x.ckpt` logs into the same run:
+    the same W&B run id, the same CSV/TensorBoard version folder."""
+    init_args = getattr(logger, "init_args", None)
+    if init_args is None or checkpoint.parent.name != "checkpoints":
+        return
+    version = checkpoint.parent.parent.name
+    if "id" in init_args and "version" in init_args and not (init_args.id or init_args.version):
+        init_args.id = version  # WandbLogger
+    elif "version" in init_args and init_args.version is None:
+        init_args.version = version
+
+
 def find_checkpoint(root: Path, name: str) -> Path | None:
     """The newest `<root>/**/checkpoints/<name>.ckpt`."""
     found = sorted(root.glob(f"**/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -115,6 +138,7 @@ class CLI(LightningCLI):
             # torch's SyncBatchNorm refuses CPU tensors; each process keeps its own statistics instead.
             warnings.warn("trainer.sync_batchnorm=true needs GPUs; turned off for this CPU run.", stacklevel=1)
             trainer.sync_batchnorm = False
+        check_learning_rate(config.model)
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):
             root = Path(trainer.default_root_dir or ".")
@@ -130,11 +154,23 @@ class CLI(LightningCLI):
                     f"ckpt_path={ckpt}: no checkpoints/{ckpt}.ckpt under {root.resolve()} (trainer.default_root_dir). "
                     "Train first with `lightning fit --config configs/default.yaml`, or pass the checkpoint's path."
                 )
+        if self.subcommand == "fit" and config.ckpt_path:
+            continue_logger_run(trainer.logger, Path(config.ckpt_path))
+        elif self.subcommand != "fit" and config.get("weights_only") is None:
+            config.weights_only = True  # evaluating a checkpoint never runs code pickled into it
 
 
 def main(args: list[str] | None = None) -> CLI:
     """Entry point of `<project-slug>` and `python -m <package>`."""
-    return CLI(args=args)
+    try:
+        return CLI(args=args)
+    except FloatingPointError as error:  # NanGuard: the diagnosis is the message, not the traceback
+        raise SystemExit(str(error)) from error
+    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) met pickled code
+        raise SystemExit(
+            f"Refused to load the checkpoint: it carries pickled objects that could run code ({str(error).splitlines()[0]}). "
+            "Load only checkpoints you trust; if you trust this one, pass --weights_only=false."
+        ) from error
 
 
 def _other_lightning_command():

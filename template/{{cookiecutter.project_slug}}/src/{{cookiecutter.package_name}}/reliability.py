@@ -1,0 +1,63 @@
+"""Reliability callbacks in the default config: interrupted runs resume, diverged runs stop cleanly.
+
+Lightning's ModelCheckpoint(save_on_exception=True) would also write `best.ckpt` on an interrupt
+and happily store NaN weights; these two small classes close those gaps.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+
+def weights_are_finite(module: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in module.parameters())
+
+
+class SafeCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus two guarantees.
+
+    * A model with NaN/Inf weights is never written, so the last good `last.ckpt`/`best.ckpt`
+      survive a divergence.
+    * SIGTERM (what SLURM and most schedulers send) or Ctrl-C saves `last.ckpt` before the run
+      ends, so `lightning fit ... --ckpt_path last` continues from there; `best.ckpt` is untouched.
+
+    Example (the default config):
+        - class_path: SafeCheckpoint
+          init_args: {monitor: val/acc, mode: max, filename: best, save_last: true}
+    """
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        if not weights_are_finite(trainer.lightning_module):
+            rank_zero_warn(f"Not writing {filepath}: the model has NaN/Inf weights; the previous checkpoint is kept.")
+            return
+        super()._save_checkpoint(trainer, filepath)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+        if interrupted and self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            print(f"Interrupted at step {trainer.global_step}: saved {self.last_model_path}; "
+                  "continue with --ckpt_path last", flush=True)
+
+
+class NanGuard(Callback):
+    """Stops training at the first NaN/Inf loss, before the optimizer step spreads it into the weights.
+
+    The message gives the lecture's diagnosis (a very high learning rate makes the loss explode)
+    and the fix. Checking costs one scalar read per step.
+    """
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss).all():
+            return
+        lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
+        raise FloatingPointError(
+            f"Training stopped at step {trainer.global_step}: the training loss is {loss.item()}. The lecture's "
+            f"'very high learning rate' (the loss explodes): divide the learning rate (now {', '.join(map(str, lrs))}) "
+            "by 2-5, e.g. --model.optimizer.init_args.lr, or add --trainer.gradient_clip_val=1.0; then resume "
+            "from the last good checkpoint with --ckpt_path last."
+        )
