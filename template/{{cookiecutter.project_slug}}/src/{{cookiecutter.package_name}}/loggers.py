@@ -31,7 +31,9 @@ class AutoWandbLogger(WandbLogger):
 
     Without an API key (`WANDB_API_KEY`, `wandb login`'s netrc entry) a plain WandbLogger would
     prompt or fail; this one logs offline and prints one line with the run folder and the
-    `wandb sync` command that uploads it later. `WANDB_MODE=offline|disabled` is respected.
+    `wandb sync` command that uploads it later. If the server cannot be reached at start, the run
+    goes offline the same way instead of failing; once running, wandb uploads in a background
+    process, so an outage never blocks a training step. `WANDB_MODE=offline|disabled` is respected.
 
     Example (in a config):
         trainer:
@@ -59,6 +61,9 @@ class AutoWandbLogger(WandbLogger):
             self._offline_reason = "no W&B login found; run `wandb login` or set WANDB_API_KEY to log online"
         if self._offline_reason:
             os.environ.setdefault("WANDB_SILENT", "true")  # our one line replaces wandb's banner
+        else:
+            # wandb waits 90 s for an unreachable server before failing; fall back to offline sooner.
+            os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
         super().__init__(*args, offline=bool(self._offline_reason), **kwargs)
         if self._wandb_init.get("anonymous") is None:  # recent wandb warns on any value, None included
             self._wandb_init.pop("anonymous", None)
@@ -66,7 +71,15 @@ class AutoWandbLogger(WandbLogger):
 
     @property
     def experiment(self):
-        run = super().experiment
+        try:
+            run = super().experiment
+        except Exception as error:  # W&B unreachable or refusing: training goes on, offline
+            if self._offline_reason:
+                raise
+            self._offline_reason = f"W&B unreachable: {str(error).splitlines()[0][:200]}"
+            self._offline = True
+            self._wandb_init["mode"] = "offline"
+            run = super().experiment
         if self._offline_reason and not self._announced and hasattr(run, "dir"):
             self._announced = True
             run_dir = Path(run.dir).parent
