@@ -22,7 +22,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check --config pyproject.toml callbacks tests "template/{{cookiecutter.project_slug}}"
+	$(BIN)/ruff check --config pyproject.toml callbacks tests benchmarks "template/{{cookiecutter.project_slug}}"
 
 demo: venv
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
@@ -37,6 +37,14 @@ demo: venv
 	  echo "test accuracy : $$(grep -o 'test/acc[^0-9]*[0-9.]*' test.log | grep -o '[0-9.]*$$')" && \
 	  echo "training time : $$(../../../$(BIN)/python -c "print(round($$end - $$start, 1))") s (lightning fit on $$(nproc) cores, start-up included)" && \
 	  echo "W&B run       : $$(grep -oE 'run saved in [^;]*|View run at .*' fit.log | tail -1 | sed 's/^run saved in //')"
+
+# make studies — the lecture's claims as figures + tables in docs/studies/ (~20 min on 2 cores); make study NAME=init
+.PHONY: studies study
+studies: venv
+	$(BIN)/python benchmarks/studies.py
+
+study: venv
+	$(BIN)/python benchmarks/studies.py --only $(NAME)
 
 clean:
 	rm -rf $(VENV) build

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from cookiecutter.main import cookiecutter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,15 @@ def pkg(project):
     """The generated package, imported from the generated folder (plain Python, no install)."""
     sys.path.insert(0, str(project / "src"))
     return importlib.import_module(TEST_PACKAGE)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The effect tests train tiny nets: one thread beats two threads fighting over 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ BAD_ANSWERS = [
     ({"package_name": "2fast"}, "package_name='2fast' is not a valid Python package name"),
     ({"package_name": "class"}, "package_name='class' is not a valid Python package name"),
     ({"package_name": "torch"}, "package_name='torch' would shadow"),
-    ({"recipes": "regularize/max-norm,augment/nope"}, "recipes='augment/nope': no such recipe. Valid recipes: ensemble/ema"),
+    ({"recipes": "regularize/max-norm,augment/nope"}, "recipes='augment/nope': no such recipe. Valid recipes: activation/elu, activation/gelu"),
     ({"recipes": "ensemble/ema,ensemble/ema"}, "names a recipe twice"),
     ({"wandb_project": "a/b"}, "wandb_project='a/b' is not a valid W&B name"),
     ({"wandb_entity": "team x"}, "wandb_entity='team x' is not a valid W&B name"),

@@ -23,9 +23,13 @@ class SizedConvNet(nn.Sequential):
         in_channels: image channels.
         num_classes: output classes.
         widths: channels of each stage; one 2x2 pool per stage.
-        convs_per_stage: 3x3 convs before each pool.
+        convs_per_stage: 3x3 convs before each pool: one count for all stages, or one per stage
+            (e.g. [2, 2, 3, 3] for a VGG-like depth).
         batch_norm: BatchNorm after every conv.
         dropout: dropout probability before the classifier.
+        stage_dropout: dropout probability after each stage's pool (R5): one for all stages, or
+            one per stage (e.g. [0.1, 0.2, 0.3]); 0 adds no layer.
+        spatial_dropout: stage dropout drops whole channels (nn.Dropout2d) instead of single units.
 
     Example:
         >>> net = SizedConvNet(in_channels=1, num_classes=10)
@@ -38,31 +42,49 @@ class SizedConvNet(nn.Sequential):
         in_channels: int,
         num_classes: int,
         widths: Sequence[int] = (32, 64, 128),
-        convs_per_stage: int = 2,
+        convs_per_stage: int | Sequence[int] = 2,
         batch_norm: bool = True,
         dropout: float = 0.0,
+        stage_dropout: float | Sequence[float] = 0.0,
+        spatial_dropout: bool = False,
     ) -> None:
         if in_channels < 1 or num_classes < 2:
             raise ValueError(f"in_channels={in_channels}, num_classes={num_classes}: need >= 1 channel and >= 2 classes.")
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"widths={list(widths)}: give one positive channel count per stage, e.g. [32, 64, 128].")
-        if convs_per_stage < 1:
-            raise ValueError(f"convs_per_stage={convs_per_stage}: use at least 1.")
+        convs = _per_stage("convs_per_stage", convs_per_stage, len(widths))
+        if any(int(c) != c or c < 1 for c in convs):
+            raise ValueError(f"convs_per_stage={convs_per_stage}: use at least 1 conv per stage.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout}: use a probability in [0, 1).")
+        drops = _per_stage("stage_dropout", stage_dropout, len(widths))
+        if any(not 0.0 <= p < 1.0 for p in drops):
+            raise ValueError(f"stage_dropout={stage_dropout}: use probabilities in [0, 1), e.g. 0.2 or [0.1, 0.2, 0.3].")
         layers: list[nn.Module] = []
         channels = in_channels
-        for width in widths:
-            for _ in range(convs_per_stage):
+        for width, n_convs, drop in zip(widths, convs, drops, strict=True):
+            for _ in range(int(n_convs)):
                 layers.append(nn.Conv2d(channels, width, kernel_size=3, stride=1, padding=1, bias=not batch_norm))
                 if batch_norm:
                     layers.append(nn.BatchNorm2d(width))
                 layers.append(nn.ReLU(inplace=True))
                 channels = width
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            if drop > 0:
+                layers.append(nn.Dropout2d(drop) if spatial_dropout else nn.Dropout(drop))
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
         super().__init__(*layers)
         self.min_input_size = 2 ** len(widths)
+
+
+def _per_stage(name: str, value, stages: int) -> list:
+    """One value per stage from a number or a list of exactly `stages` numbers."""
+    if isinstance(value, (int, float)):
+        return [value] * stages
+    values = list(value)
+    if len(values) != stages:
+        raise ValueError(f"{name}={values}: give one number, or one per stage ({stages} for these widths).")
+    return values
 
 
 def _resnet(name: str) -> Callable[..., nn.Module]:
@@ -70,6 +92,11 @@ def _resnet(name: str) -> Callable[..., nn.Module]:
         import torchvision
 
         net = torchvision.models.get_model(name, weights=weights)
+        if weights is not None:
+            # Marks the loaded layers so init callbacks leave them alone (callbacks/_init_core.py,
+            # PRETRAINED_ATTR); the layers replaced below are new and unmarked.
+            for module in net.modules():
+                module.pretrained_weights = weights
         if net.fc.out_features != num_classes:
             net.fc = nn.Linear(net.fc.in_features, num_classes)
         if image_size <= 64:
@@ -83,6 +110,7 @@ def _resnet(name: str) -> Callable[..., nn.Module]:
             if weights is not None:  # keep pretrained filters: average them over the RGB channels
                 with torch.no_grad():
                     net.conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).expand_as(net.conv1.weight))
+                net.conv1.pretrained_weights = weights
         return net
 
     return build

@@ -19,21 +19,12 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from . import callbacks, loggers, reliability  # noqa: F401  (imported so configs can name their classes by short name)
+from . import callbacks, loggers, reliability, tanda  # noqa: F401  (imported so configs can name their classes by short name)
+from .callbacks._diagnostics import run_folder  # the run-folder rule, shared with the callbacks
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def run_dir(trainer: Trainer) -> Path | None:
-    """The run's folder: where ModelCheckpoint puts `checkpoints/` (same rule as Lightning's)."""
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    save_dir = logger.save_dir or trainer.default_root_dir
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(save_dir, str(logger.name), version)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -47,7 +38,7 @@ class RunConfigSaver(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if self.already_saved or trainer.fast_dev_run:
             return
-        folder = trainer.strategy.broadcast(run_dir(trainer) if trainer.is_global_zero else None)
+        folder = trainer.strategy.broadcast(run_folder(trainer) if trainer.is_global_zero else None)
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True, multifile=self.multifile)
@@ -85,6 +76,22 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
             raise SystemExit(
                 f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
             )
+
+
+def drop_logging_callbacks(callbacks):
+    """Barebones mode refuses checkpointing and LR logging: drop those callbacks of the config
+    (the default config's SafeCheckpoint, LearningRateMonitor) instead of failing."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    def unwanted(spec) -> bool:
+        module, _, name = str(getattr(spec, "class_path", "")).rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None) if module else None
+        return isinstance(cls, type) and issubclass(cls, (ModelCheckpoint, LearningRateMonitor))
+
+    kept = [spec for spec in callbacks or [] if not unwanted(spec)]
+    if len(kept) != len(callbacks or []):
+        print("trainer.barebones=true: checkpoint and LR-monitor callbacks dropped (barebones has no checkpoints or logs).")
+    return kept
 
 
 def check_learning_rate(model) -> None:
@@ -138,6 +145,11 @@ class CLI(LightningCLI):
             # torch's SyncBatchNorm refuses CPU tensors; each process keeps its own statistics instead.
             warnings.warn("trainer.sync_batchnorm=true needs GPUs; turned off for this CPU run.", stacklevel=1)
             trainer.sync_batchnorm = False
+        if trainer.barebones:
+            trainer.callbacks = drop_logging_callbacks(trainer.callbacks)
+            if trainer.fast_dev_run:
+                print("trainer.fast_dev_run checks the wiring, which barebones mode refuses: barebones is off for this run.")
+                trainer.barebones = False
         check_learning_rate(config.model)
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):

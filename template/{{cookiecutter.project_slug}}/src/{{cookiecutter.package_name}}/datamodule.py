@@ -1,8 +1,11 @@
-"""The LightningDataModule: one class for every dataset, with train-only augmentation."""
+"""The LightningDataModule: one class for every dataset, with train-only augmentation (A1–A8)
+and pre-processing statistics measured on the training split (P1–P4)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -11,10 +14,17 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from . import datasets
+from . import transforms as _transforms  # noqa: F401  (so configs can name our transforms by short name)
+from .folds import check_folds, k_fold_splits
+from .mixins.preprocessing import PREPROCESS, PreprocessingMixin, batches_of
+from .transforms.batch_mix import mix_batch
+from .transforms.batched import BatchedAugment, preprocess_batch
+from .transforms.identity_check import identity_changing
 
 
 class TransformedDataset(Dataset):
-    """Applies a transform to the image of each `(image, label)` pair."""
+    """Applies a transform to the image of each `(image, label)` pair; for `(image, mask, label)`
+    samples the transform sees the (image, mask) pair, so the mask follows, and the mask is dropped."""
 
     def __init__(self, dataset: Dataset, transform: nn.Module) -> None:
         self.dataset, self.transform = dataset, transform
@@ -23,13 +33,46 @@ class TransformedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        image, label = self.dataset[index]
+        sample = self.dataset[index]
+        if len(sample) == 3:
+            image, _mask = self.transform(sample[0], sample[1])
+            return image, sample[2]
+        image, label = sample
         return self.transform(image), label
 
 
-class ImageDataModule(LightningDataModule):
+class DeviceBatches:
+    """Training batches served from ONE tensor on the training device and augmented there, per batch
+    (`data.device_augment`, see transforms/batched.py). Shuffled every epoch from a seed drawn from
+    the global RNG (so `seed_everything` repeats runs); each rank takes its share, padded to equal
+    length as DistributedSampler does."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, augment, finish,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.augment, self.finish, self.rank, self.world_size = augment, finish, rank, world_size
+
+    def _per_rank(self) -> int:
+        return math.ceil(len(self.labels) / self.world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self._per_rank() / self.batch_size)
+
+    def __iter__(self):
+        device = self.images.device
+        generator = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, ())))
+        order = torch.randperm(len(self.labels), generator=generator, device=device)
+        order = torch.cat([order, order[: self._per_rank() * self.world_size - len(order)]])[self.rank :: self.world_size]
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # = v2.ToDtype(scale=True)
+            yield self.finish(self.augment(images, generator)), self.labels[index]
+
+
+class ImageDataModule(PreprocessingMixin, LightningDataModule):
     """Image classification data: `digits` (embedded), `mnist`, `fashion_mnist`, `cifar10`,
-    `cifar100` (torchvision) and `imagefolder` (class sub-folders).
+    `cifar100` (torchvision), `imagefolder` (class sub-folders) and `shapes` (synthetic, with masks).
 
     Args:
         dataset: which dataset.
@@ -39,9 +82,25 @@ class ImageDataModule(LightningDataModule):
         num_workers: DataLoader worker processes (0 is fastest for the in-memory digits).
         val_fraction, test_fraction: parts carved out when a dataset has no such split.
         split_seed: seed of those splits, independent of the training seed.
+        num_folds, fold: k-fold cross-validation (E2): with num_folds > 1, fold `fold` of the pooled
+            train+val data validates and the other folds train; the test split is unchanged.
         download: fetch torchvision datasets when missing (needs the network).
         augment: training-only transforms (torchvision v2 modules or ours), applied in order
             before normalization; validation, test and predict see none.
+        batch_augment: training-only batch mixers (`torchvision.transforms.v2.MixUp` / `CutMix`,
+            A8), one picked per batch after it reaches the device; targets become probabilities.
+        masks: image folder with a `masks/` folder (A6): samples carry a mask that `augment`
+            transforms move along with the image (`shapes` always has masks).
+        allow_identity_changing: run even if `augment` holds a transform the dataset declares
+            identity-changing (A7, e.g. flips on digits); otherwise that fails at start.
+        preprocess: `published` (the dataset's published mean/std, measured when it has none),
+            `center` (P1), `standardize` (P1+P2), `minmax` (P3), `zca` / `pca` (P4), `none`;
+            measured on the training split and saved in checkpoints.
+        whiten_eps: added to the covariance eigenvalues before whitening (P4).
+        device_augment: keep the training split as one tensor (uint8 for torchvision datasets) on the
+            training device and apply `augment` per batch there with batched ops (GPU when present);
+            same distribution as the per-sample path, several times faster for small data. Every
+            `augment` transform needs a batched counterpart (transforms/batched.py); not for imagefolder.
 
     Example:
         >>> dm = ImageDataModule("digits")
@@ -61,8 +120,16 @@ class ImageDataModule(LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 0,
+        num_folds: int = 1,
+        fold: int = 0,
         download: bool = True,
         augment: list[nn.Module] | None = None,
+        batch_augment: list[nn.Module] | None = None,
+        masks: bool = False,
+        allow_identity_changing: bool = False,
+        preprocess: Literal[PREPROCESS] = "published",
+        whiten_eps: float = 1e-2,
+        device_augment: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in datasets.DATASETS:
@@ -79,8 +146,31 @@ class ImageDataModule(LightningDataModule):
         self.dataset, self.root = dataset, Path(root)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        check_folds(num_folds, fold)
+        self.num_folds, self.fold = num_folds, fold
         self.download = download
         self.augment = list(augment or [])
+        self.batch_augment = list(batch_augment or [])
+        if masks and dataset != "imagefolder":
+            raise ValueError(f"data.masks=true needs data.dataset=imagefolder (got {dataset!r}); `shapes` has masks already.")
+        self.masks = masks or dataset in datasets.WITH_MASKS
+        self.allow_identity_changing = allow_identity_changing
+        reasons = identity_changing(self.augment, datasets.IDENTITY_CHANGING.get(dataset, {}))
+        if reasons and not allow_identity_changing:
+            raise ValueError(
+                f"data.augment changes what {dataset} images show (A7): {'; '.join(reasons)}. Remove that transform "
+                "(or the recipe that adds it), or set data.allow_identity_changing=true if you mean it."
+            )
+        self._init_preprocessing(preprocess, whiten_eps)
+        if device_augment and dataset == "imagefolder":
+            raise ValueError(
+                "data.device_augment=true keeps the whole training split in device memory, which is meant for small "
+                "datasets (digits, mnist, fashion_mnist, cifar10/100, shapes): set data.device_augment=false for imagefolder."
+            )
+        self.device_augment = device_augment
+        # Fails now, naming the transform, when one has no batched counterpart.
+        self._batched_augment = BatchedAugment(self.augment) if device_augment else None
+        self._device_data: tuple[torch.Tensor, torch.Tensor] | None = None
         if dataset == "imagefolder":
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit
         else:
@@ -100,30 +190,52 @@ class ImageDataModule(LightningDataModule):
             datasets.download_torchvision(self.dataset, self.root)
 
     def _base_transform(self) -> list[nn.Module]:
-        if self.dataset == "digits":  # already float tensors at image_size
+        if self.dataset in ("digits", "shapes"):  # already float tensors at image_size
             return []
         return [v2.ToImage(), v2.Resize((self.image_size, self.image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
 
-    def _normalize(self) -> nn.Module:
-        if self.dataset == "digits":
-            train_images = torch.stack([self.splits.train[i][0] for i in range(len(self.splits.train))])
-            mean, std = (train_images.mean().item(),), (train_images.std().item(),)
-        else:
-            mean, std = datasets.STATS[self.dataset]
-        return v2.Normalize(mean, std)
+    def _statistics_batches(self):
+        """The training split as the model sees it minus augmentation and pre-processing (P1–P4)."""
+        self.setup()
+        base = v2.Compose(self._base_transform() or [v2.Identity()])
+        return batches_of(TransformedDataset(self.splits.train, base), num_workers=self.num_workers)
+
+    def _published_stats(self):
+        return datasets.STATS.get(self.dataset)
+
+    def _preprocessing_changed(self) -> None:
+        self._pipelines = None
+
+    def _build_pipelines(self) -> tuple[nn.Module, nn.Module]:
+        if getattr(self, "_pipelines", None) is None:
+            base, preprocess = self._base_transform(), self.preprocess_transform()
+            self._pipelines = (v2.Compose([*base, *self.augment, preprocess]), v2.Compose([*base, preprocess]))
+        return self._pipelines
+
+    @property
+    def train_transform(self) -> nn.Module:
+        return self._build_pipelines()[0]
+
+    @property
+    def eval_transform(self) -> nn.Module:
+        return self._build_pipelines()[1]
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
         if self.dataset == "digits":
             self.splits = datasets.load_digits(self.image_size, self.val_fraction, self.test_fraction, self.split_seed)
+        elif self.dataset == "shapes":
+            self.splits = datasets.load_shapes(self.image_size, self.val_fraction, self.test_fraction, self.split_seed)
+        elif self.dataset == "imagefolder" and self.masks:
+            self.splits = datasets.load_masked_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed)
         elif self.dataset == "imagefolder":
             self.splits = datasets.load_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed)
         else:
             self.splits = datasets.load_torchvision(self.dataset, self.root, self.val_fraction, self.split_seed)
-        base, normalize = self._base_transform(), self._normalize()
-        self.train_transform = v2.Compose([*base, *self.augment, normalize])
-        self.eval_transform = v2.Compose([*base, normalize])
+        self.splits = k_fold_splits(self.splits, self.num_folds, self.fold, self.split_seed)  # E2; as is when num_folds=1
+        # Pipelines (and pre-processing statistics) are built at the first dataloader: Lightning
+        # restores a checkpoint's statistics after `setup`, so they are never measured twice.
 
     def _loader(self, dataset: Dataset, transform: nn.Module, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -135,7 +247,31 @@ class ImageDataModule(LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split once as (images, labels) on `device`: resized, before ToDtype (uint8 stays uint8)."""
+        if self._device_data is None or self._device_data[0].device != device:
+            base = [t for t in self._base_transform() if not isinstance(t, v2.ToDtype)]  # cast per batch instead
+            loader = DataLoader(TransformedDataset(self.splits.train, v2.Compose(base or [v2.Identity()])), batch_size=512,
+                                num_workers=self.num_workers)
+            parts = [(images.as_subclass(torch.Tensor), torch.as_tensor(labels)) for images, labels in loader]
+            self._device_data = tuple(torch.cat(p).to(device) for p in zip(*parts, strict=True))
+        return self._device_data
+
+    def _device_batches(self, device: torch.device | None = None) -> DeviceBatches:
+        trainer = getattr(self, "trainer", None)
+        if device is None:
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        images, labels = self._device_tensors(device)
+
+        def finish(batch: torch.Tensor) -> torch.Tensor:  # statistics read per batch: a restored checkpoint's count
+            return preprocess_batch(batch, self.preprocess, self.fit_preprocessing())
+
+        return DeviceBatches(images, labels, self.batch_size, self._batched_augment, finish, rank, world)
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_augment:
+            return self._device_batches()
         return self._loader(self.splits.train, self.train_transform, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -146,3 +282,12 @@ class ImageDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.splits.test, self.eval_transform, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # MixUp / CutMix (A8) on the device, training only: validation/test/predict keep hard labels.
+        trainer = getattr(self, "trainer", None)
+        # (The model summary sends its example input through here too: a bare tensor, left alone.)
+        if self.batch_augment and trainer is not None and trainer.training and isinstance(batch, (list, tuple)):
+            images, targets = batch
+            return mix_batch(images, targets, self.batch_augment, self.num_classes)
+        return batch

@@ -13,9 +13,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset, random_split
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
-NUM_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3}
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "shapes")
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "shapes": 2}
+NUM_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "shapes": 1}
+# Datasets whose samples carry a segmentation mask (A6 needs one); imagefolder has them with data.masks=true.
+WITH_MASKS = ("shapes",)
+# A7: transforms that change what an image of this dataset shows (see transforms/identity_check.py).
+_DIGIT_RULES = {
+    "horizontal_flip": "a mirrored 2, 3, 4, 5, 7 or 9 is no digit",
+    "vertical_flip": "an upside-down 6 reads as a 9 and a mirrored 2 or 5 as no digit",
+    "max_rotation": (30.0, "a 6 turned far enough is a 9, a 7 an L"),
+}
+IDENTITY_CHANGING = {"digits": _DIGIT_RULES, "mnist": _DIGIT_RULES}
 # Published per-channel statistics of the training sets (digits: measured on its training split).
 STATS = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -58,6 +67,54 @@ def load_digits(image_size: int, val_fraction: float, test_fraction: float, seed
     labels = torch.tensor(bunch.target, dtype=torch.long)
     train, val, test = carve(TensorDataset(images.clamp(0, 1), labels), (val_fraction, test_fraction), seed)
     return Splits(train, val, test, [str(i) for i in range(10)])
+
+
+class SyntheticMaskedShapes(Dataset):
+    """A6's test data: a bright disc (class 0) or square (class 1) on a striped, noisy background.
+
+    Samples are `(tv_tensors.Image (1, H, W) float in [0, 1], tv_tensors.Mask (H, W) uint8, label)`;
+    the background never reaches 0, so a refill with zeros or a flat colour is easy to spot.
+
+    Example:
+        >>> image, mask, label = SyntheticMaskedShapes(4, size=32)[0]
+        >>> tuple(image.shape), tuple(mask.shape), label in (0, 1)
+        ((1, 32, 32), (32, 32), True)
+    """
+
+    def __init__(self, n: int = 600, size: int = 32, seed: int = 0) -> None:
+        from torchvision import tv_tensors
+
+        if n < 1 or size < 16:
+            raise ValueError(f"SyntheticMaskedShapes(n={n}, size={size}): use n >= 1 and size >= 16.")
+        g = torch.Generator().manual_seed(seed)
+        ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+        self.images, self.masks, self.labels = [], [], []
+        for _ in range(n):
+            fx, fy, phase = (torch.rand(3, generator=g) * torch.tensor([0.25, 0.25, 6.28])).tolist()
+            background = 0.35 + 0.12 * torch.sin(6.28 * (fx * xs + fy * ys) / 4 + phase) + 0.04 * torch.randn(size, size, generator=g)
+            label = int(torch.randint(2, (), generator=g))
+            half = float(torch.empty(()).uniform_(size / 10, size / 6, generator=g))
+            cy, cx = (torch.rand(2, generator=g) * (size - 4 * half) + 2 * half).tolist()
+            if label == 0:
+                mask = (ys - cy) ** 2 + (xs - cx) ** 2 <= half**2
+            else:
+                mask = ((ys - cy).abs() <= half) & ((xs - cx).abs() <= half)
+            image = torch.where(mask, 0.85 + 0.04 * torch.randn(size, size, generator=g), background).clamp(0.05, 1.0)
+            self.images.append(tv_tensors.Image(image[None]))
+            self.masks.append(tv_tensors.Mask(mask.to(torch.uint8)))
+            self.labels.append(label)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.masks[index], self.labels[index]
+
+
+def load_shapes(image_size: int, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """The synthetic masked dataset (600 images), split like digits."""
+    train, val, test = carve(SyntheticMaskedShapes(600, image_size, seed=1234), (val_fraction, test_fraction), seed)
+    return Splits(train, val, test, ["disc", "square"])
 
 
 def missing_data_message(name: str, root: Path, cause: object, downloading: bool) -> str:
@@ -148,4 +205,59 @@ def load_image_folder(root: Path, val_fraction: float, test_fraction: float, see
                 f"{(root / name).resolve()} has classes {split_classes} but train has {classes}: "
                 "give every split the same class folders."
             )
+    return Splits(train, val, test, classes)
+
+
+class MaskedImageFolder(Dataset):
+    """Image folder whose images each have a mask: `<folder>/<class>/<name>.<ext>` and
+    `<folder>/masks/<class>/<name>.<any image ext>` (non-zero mask pixels are the object).
+
+    Samples are `(tv_tensors.Image uint8, tv_tensors.Mask (H, W) uint8, label)`.
+    """
+
+    def __init__(self, folder: Path, classes: list[str]) -> None:
+        self.folder, self.classes = Path(folder), classes
+        self.samples: list[tuple[Path, Path, int]] = []
+        missing = []
+        for label, name in enumerate(classes):
+            for image in sorted(p for p in (self.folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                masks = [m for m in (self.folder / "masks" / name).glob(image.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
+                if not masks:
+                    missing.append(image)
+                    continue
+                self.samples.append((image, masks[0], label))
+        if missing:
+            raise DataNotFoundError(
+                f"{len(missing)} image(s) in {self.folder.resolve()} have no mask, e.g. {missing[0]}: put one at "
+                f"{(self.folder / 'masks' / missing[0].parent.name / missing[0].name).resolve()} (any image format), "
+                "or set data.masks=false."
+            )
+        if not self.samples:
+            raise DataNotFoundError(f"{self.folder.resolve()} has no images with masks under {self.folder / 'masks'}.")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
+
+        image_path, mask_path, label = self.samples[index]
+        with Image.open(image_path) as image, Image.open(mask_path) as mask:
+            pixels = TF.pil_to_tensor(image.convert("RGB"))
+            object_mask = (TF.pil_to_tensor(mask.convert("L"))[0] > 0).to(torch.uint8)
+        return tv_tensors.Image(pixels), tv_tensors.Mask(object_mask), label
+
+
+def load_masked_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Like `load_image_folder`, with a `masks/` folder beside the class folders of each split."""
+    classes = image_folder_classes(root)
+    train_full = MaskedImageFolder(image_folder_root(root), classes)
+    has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
+    carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
+    parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
+    train = parts.pop(0)
+    val = MaskedImageFolder(root / "val", classes) if has_val else parts.pop(0)
+    test = MaskedImageFolder(root / "test", classes) if has_test else parts.pop(0)
     return Splits(train, val, test, classes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,9 @@ class ImageClassifier(LightningModule):
         lr_scheduler: an LR scheduler class path; ReduceLROnPlateau watches `lr_scheduler_monitor`.
         lr_scheduler_monitor: metric a plateau scheduler watches.
         label_smoothing: cross-entropy label smoothing.
+        pretrained_checkpoint: backbone weights to start from (T4): a checkpoint of an earlier run of
+            ours (`runs/.../checkpoints/best.ckpt`) or a saved backbone `state_dict`; loaded at the start
+            of `fit`; tensors whose shape differs (a head for another number of classes) are skipped.
 
     Example:
         >>> model = ImageClassifier(num_classes=10, in_channels=1, image_size=32)
@@ -47,6 +51,7 @@ class ImageClassifier(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
+        pretrained_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -56,9 +61,39 @@ class ImageClassifier(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
+        # Where the backbone's weights came from; fine-tune callbacks warn when it stays None.
+        self.pretrained_source = "torchvision weights" if (backbone_options or {}).get("weights") else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def load_pretrained(self) -> None:
+        """Load `pretrained_checkpoint` into the backbone once (fit's `setup`, or earlier by a callback)."""
+        path = self.hparams.get("pretrained_checkpoint")
+        if not path or self.pretrained_source == path:
+            return
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model.pretrained_checkpoint={path!r} does not exist: give a .ckpt of an earlier run.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        if any(k.startswith("backbone.") for k in state):  # a checkpoint of the whole LightningModule
+            state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        own = self.backbone.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not matched:
+            raise ValueError(f"model.pretrained_checkpoint={path!r} has no weights for backbone {self.hparams.backbone!r}.")
+        self.backbone.load_state_dict(matched, strict=False)
+        # Mark the layers that got weights, so init callbacks (I1-I4) leave exactly those alone.
+        for name, module in self.backbone.named_modules():
+            own_params = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+            if own_params and all(key in matched for key in own_params):
+                module.pretrained_weights = path
+        self.pretrained_source = path
+        print(f"Loaded {len(matched)}/{len(own)} backbone tensors from {path}", flush=True)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # a resumed run's own checkpoint is restored after this, so it wins
+            self.load_pretrained()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
@@ -71,7 +106,8 @@ class ImageClassifier(LightningModule):
         images, targets = batch
         logits = self(images)
         loss = self.loss(logits, targets)
-        self.train_acc(logits, targets)
+        # MixUp/CutMix (A8) give probability targets: F.cross_entropy takes them; accuracy counts the top class.
+        self.train_acc(logits, targets.argmax(dim=-1) if targets.is_floating_point() else targets)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
@@ -94,7 +130,8 @@ class ImageClassifier(LightningModule):
         return self(images).softmax(dim=-1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        # Trainable parameters only: frozen ones (fine-tuning, T4) join later as their own param groups.
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -1,0 +1,253 @@
+"""Performance figures of the template, each measured as a ratio side by side in one run (issue 9).
+
+    make bench                       # all figures, table printed and written to build/bench/results.json
+    python benchmarks/bench.py --quick   # a reduced run (used by the tests so the script never rots)
+
+Method: A and B alternate (A, B, A, B, ...), the first repetition is a warm-up and is dropped,
+the figure is the ratio of the medians over >= 5 repetitions. Everything runs in this process on
+a project generated from the template (digits, CPU unless a GPU is visible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import Callback
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "bench_cnn"
+
+
+def generated_package(workdir: Path):
+    from cookiecutter.main import cookiecutter
+
+    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(workdir), overwrite_if_exists=True,
+                                extra_context={"project_name": "Bench CNN"}))
+    sys.path.insert(0, str(project / "src"))
+    return project, importlib.import_module(PACKAGE)
+
+
+class EpochTimer(Callback):
+    """Wall time of each epoch: training, validation and checkpointing, start to start."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.reached_at: float | None = None
+        self.target: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        acc = trainer.callback_metrics.get("val/acc")
+        if self.target and self.reached_at is None and acc is not None and float(acc) >= self.target and self.starts:
+            self.reached_at = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+
+    @property
+    def epoch_times(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+def lightning_fit(pkg, config: Path, epochs: int, extra: list[str], target: float | None = None) -> EpochTimer:
+    """`lightning fit --config default.yaml` in-process, with an epoch timer added."""
+    cli_module = importlib.import_module(f"{pkg.__name__}.cli")
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli = cli_module.CLI(args=[f"--config={config}", f"--trainer.max_epochs={epochs}", *extra], run=False)
+        timer = EpochTimer()
+        timer.target = target
+        cli.trainer.callbacks.append(timer)
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    timer.t0 = start
+    import wandb
+
+    wandb.finish()
+    return timer
+
+
+def hand_written_fit(pkg, epochs: int, target: float | None = None, schedule: bool = True,
+                     limit_batches: int | None = None) -> EpochTimer:
+    """The loop a user would write: same model, data, batch size, optimizer, schedule, eval each epoch."""
+    backbones = importlib.import_module(f"{pkg.__name__}.backbones")
+    torch.manual_seed(0)
+    dm = pkg.ImageDataModule("digits")
+    dm.setup("fit")
+    model = backbones.build_backbone("sized_convnet", dm.num_channels, dm.num_classes, dm.image_size)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=2)
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    timer = EpochTimer()
+    timer.target = target
+    timer.t0 = time.perf_counter()
+    for _ in range(epochs):
+        timer.starts.append(time.perf_counter())
+        model.train()
+        for step, (images, labels) in enumerate(train):
+            if limit_batches is not None and step >= limit_batches:
+                break
+            loss = F.cross_entropy(model(images), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        correct = total = 0
+        val_loss = 0.0
+        with torch.no_grad():
+            for step, (images, labels) in enumerate(val):
+                if limit_batches is not None and step >= limit_batches:
+                    break
+                logits = model(images)
+                val_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+                correct += (logits.argmax(1) == labels).sum().item()
+                total += len(labels)
+        if schedule:
+            sched.step(val_loss / total)
+        if target and timer.reached_at is None and correct / total >= target:
+            timer.reached_at = time.perf_counter()
+    timer.starts.append(time.perf_counter())
+    return timer
+
+
+def alternate(a, b, repeats: int) -> tuple[list[float], list[float]]:
+    """Run a() and b() alternately; drop the first (warm-up) pair."""
+    first, second = [], []
+    for i in range(repeats + 1):
+        x, y = a(), b()
+        if i:
+            first.append(x)
+            second.append(y)
+    return first, second
+
+
+def figure(name: str, a_label: str, a: list[float], b_label: str, b: list[float], target: str) -> dict:
+    ma, mb = statistics.median(a), statistics.median(b)
+    return {"figure": name, "a": a_label, "a_median_s": round(ma, 4), "b": b_label, "b_median_s": round(mb, 4),
+            "ratio_a_over_b": round(ma / mb, 3), "target": target, "samples": len(a)}
+
+
+def bench_overhead(pkg, project: Path, repeats: int, epochs: int, limit: int | None) -> list[dict]:
+    config = project / "configs" / "default.yaml"
+    limits = [f"--trainer.limit_train_batches={limit}", f"--trainer.limit_val_batches={limit}"] if limit else []
+    quiet = ["--trainer.enable_model_summary=false", *limits]
+    barebones = [f"--config={project / 'recipes/trainer/barebones.yaml'}", *limits]
+
+    def median_epoch(timer: EpochTimer) -> float:
+        return statistics.median(timer.epoch_times[1:])  # epoch 0 pays for start-up work
+
+    full, hand = alternate(lambda: median_epoch(lightning_fit(pkg, config, epochs, quiet)),
+                           lambda: median_epoch(hand_written_fit(pkg, epochs, limit_batches=limit)), repeats)
+    bare, hand2 = alternate(lambda: median_epoch(lightning_fit(pkg, config, epochs, barebones)),
+                            lambda: median_epoch(hand_written_fit(pkg, epochs, schedule=False, limit_batches=limit)),
+                            repeats)
+    return [
+        figure("template overhead: epoch time, default recipe (progress bar, checkpoints, W&B offline)",
+               "lightning fit", full, "hand-written loop", hand, "<= 1.10"),
+        figure("template overhead: epoch time, Lightning extras off (barebones)",
+               "lightning fit barebones", bare, "hand-written loop", hand2, "<= 1.05"),
+    ]
+
+
+def bench_time_to_accuracy(pkg, project: Path, repeats: int, epochs: int, target: float) -> list[dict]:
+    config = project / "configs" / "default.yaml"
+
+    def seconds(timer: EpochTimer) -> float:
+        return (timer.reached_at or float("inf")) - timer.starts[0]
+
+    ours, hand = alternate(
+        lambda: seconds(lightning_fit(pkg, config, epochs, ["--trainer.enable_model_summary=false"], target)),
+        lambda: seconds(hand_written_fit(pkg, epochs, target)), repeats)
+    return [figure(f"time to {target:.0%} validation accuracy on digits (seconds of training)",
+                   "lightning fit", ours, "hand-written loop", hand, "<= 1.1 and < 30 s")]
+
+
+# Recipes whose callbacks change the model or run once (activation swaps, fine-tuning, init, the LR
+# range test) are not overhead: their cost is the trick itself, so they are left out here.
+OVERHEAD_GROUPS = ("diagnose", "ensemble", "regularize", "train")
+ONE_OFF = {"train/lr-finder", "train/size-check"}
+
+
+def callback_recipes(project: Path) -> list[str]:
+    root = project / "recipes"
+    names = sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                   if "callbacks+" in p.read_text())
+    return [n for n in names if n.split("/")[0] in OVERHEAD_GROUPS and n not in ONE_OFF]
+
+
+def bench_callbacks(pkg, project: Path, repeats: int, recipes: list[str], steps: int) -> list[dict]:
+    """Each callback recipe's cost: the per-step time of an epoch (validation and epoch-end work
+    amortized over its steps) with the recipe, against the default config alone."""
+    config = project / "configs" / "default.yaml"
+    common = [f"--config={project / 'recipes/logger/csv.yaml'}", f"--trainer.limit_train_batches={steps}",
+              "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false"]
+
+    def step_time(extra: list[str]) -> float:
+        timer = lightning_fit(pkg, config, 2, [*common, *extra])
+        return timer.epoch_times[1] / steps  # the second epoch: no start-up work
+
+    rows = []
+    for recipe in recipes:
+        base, with_recipe = alternate(lambda: step_time([]),
+                                      lambda r=recipe: step_time([f"--config={project / 'recipes' / (r + '.yaml')}"]),
+                                      repeats)
+        row = figure(f"callback cost: {recipe}", recipe, with_recipe, "default config", base, "<= 1.02")
+        rows.append(row)
+        print(f"  {recipe}: {row['ratio_a_over_b']:.3f}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the machine")
+    parser.add_argument("--out", default=str(REPO / "build" / "bench" / "results.json"))
+    parser.add_argument("--only", choices=("overhead", "accuracy", "callbacks"), action="append",
+                        help="run only these figures (repeatable); default: all")
+    args = parser.parse_args(argv)
+    repeats, epochs = (1, 3) if args.quick else (5, 4)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        project, pkg = generated_package(Path(tmp))
+        os.chdir(tmp)
+        only = set(args.only or ("overhead", "accuracy", "callbacks"))
+        rows = []
+        if "overhead" in only:
+            rows += bench_overhead(pkg, project, repeats, epochs, limit=2 if args.quick else None)
+        if "accuracy" in only and not args.quick:  # a full training run per repetition: minutes
+            rows += bench_time_to_accuracy(pkg, project, repeats, 15, 0.98)
+        if "callbacks" in only:
+            recipes = callback_recipes(project)
+            rows += bench_callbacks(pkg, project, repeats, recipes[:2] if args.quick else recipes, 3 if args.quick else 20)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " + (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")
+    result = {"machine": machine, "quick": args.quick, "figures": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"\nMachine: {machine}\n")
+    print("| figure | A | B | A median | B median | A/B | target |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['figure']} | {r['a']} | {r['b']} | {r['a_median_s']:.3f} s | {r['b_median_s']:.3f} s | "
+              f"{r['ratio_a_over_b']:.3f} | {r['target']} |")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""D4 — First-layer filters: an image grid of the first conv's weights per epoch and a noise score.
+
+Seed: "Visualizing first-layer weights: noisy weights => regularization maybe not strong enough"
+(CS231n: well-trained first-layer filters look smooth, like Gabor edges and colour blobs).
+
+Card:
+    What: each `every_n_epochs` epochs, draws the first Conv2d's filters as a grid (PNG in the run
+        folder `filters/epoch_NNN.png`; a W&B image when the logger is W&B) and scores their
+        spatial high-frequency energy; a noisy score names weak regularization.
+    When it helps: any convnet trained from scratch; pretrained filters should stay smooth.
+    Cost: one small grid per epoch (the first layer has few weights).
+
+Why here: Lightning logs no weights as images; torchvision's `make_grid` only draws the grid.
+
+The score, `high_frequency_ratio(weight)`: per filter and input channel, the mean squared
+difference between horizontally and vertically adjacent taps, divided by twice the taps' variance;
+averaged over filters. White noise gives about 1, a smooth (low-frequency) filter near 0, a
+checkerboard 2. Above `noise_threshold` (default 0.8, close to white noise) the filters are noisy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from pytorch_lightning import Callback
+from torch import nn
+from torchvision.utils import make_grid, save_image
+
+from ._diagnostics import Finding, Section, announce, run_folder, wandb_logger
+from ._plot import image_strip, line_plot
+
+__all__ = ["FirstLayerFilters", "filter_grid", "first_conv", "high_frequency_ratio"]
+
+NOISY = ("noisy first-layer filters", "regularization may not be strong enough: increase weight decay or augmentation")
+SMOOTH = ("smooth first-layer filters", "regularization looks strong enough")
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The first Conv2d in module order (the layer that sees the pixels)."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+@torch.no_grad()
+def high_frequency_ratio(weight: torch.Tensor) -> float:
+    """Spatial high-frequency energy of conv filters `(out, in, kh, kw)`: ~1 white noise, ~0 smooth.
+
+    Example:
+        >>> smooth = torch.ones(4, 1, 5, 5).cumsum(-1)          # ramps
+        >>> noise = torch.randn(4, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+        >>> high_frequency_ratio(smooth) < 0.2 < 0.8 < high_frequency_ratio(noise)
+        True
+    """
+    if weight.dim() != 4 or weight.shape[-1] * weight.shape[-2] < 4:
+        raise ValueError(f"high_frequency_ratio: need (out, in, kh, kw) filters of at least 2x2 taps, got {tuple(weight.shape)}.")
+    w = weight.detach().double().flatten(0, 1)
+    pieces = []
+    if w.shape[-1] > 1:
+        pieces.append((w[..., :, 1:] - w[..., :, :-1]).pow(2).flatten(1))
+    if w.shape[-2] > 1:
+        pieces.append((w[..., 1:, :] - w[..., :-1, :]).pow(2).flatten(1))
+    diff = torch.cat(pieces, dim=1).mean(dim=1)
+    var = w.flatten(1).var(dim=1, unbiased=False)
+    keep = var > 1e-20  # a constant filter has no spatial structure to judge
+    if not keep.any():
+        return 0.0
+    return (diff[keep] / (2 * var[keep])).mean().item()
+
+
+@torch.no_grad()
+def filter_grid(weight: torch.Tensor, max_filters: int = 64, scale: int = 8) -> torch.Tensor:
+    """A (3, H, W) image of the filters, each min-max normalized on its own; 3-channel filters in
+    colour, others one grey tile per input channel."""
+    w = weight.detach().float().cpu()[:max_filters]
+    tiles = w if w.shape[1] == 3 else w.flatten(0, 1).unsqueeze(1)[:max_filters]
+    tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
+    nrow = max(1, int(len(tiles) ** 0.5 + 0.999))
+    return make_grid(tiles, nrow=nrow, padding=2, normalize=True, scale_each=True, pad_value=1.0)
+
+
+def _to_pil(grid: torch.Tensor) -> Image.Image:
+    return Image.fromarray(grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+
+
+class FirstLayerFilters(Callback):
+    """Draw and score the first conv layer's filters every `every_n_epochs` epochs (D4).
+
+    Args:
+        every_n_epochs: how often (the last epoch is always drawn).
+        max_filters: filters drawn per grid.
+        scale: pixels per filter tap in the PNG.
+        noise_threshold: `high_frequency_ratio` above which the filters are called noisy.
+
+    `self.scores` has (epoch, score) per drawing, `self.grids` (epoch, PIL image), `self.files` the PNGs.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> trainer = Trainer(callbacks=[FirstLayerFilters(every_n_epochs=5)])
+    """
+
+    def __init__(self, every_n_epochs: int = 1, max_filters: int = 64, scale: int = 8, noise_threshold: float = 0.8) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"FirstLayerFilters(every_n_epochs={every_n_epochs}): use 1 or more.")
+        if max_filters < 1:
+            raise ValueError(f"FirstLayerFilters(max_filters={max_filters}): use 1 or more, e.g. 64.")
+        if scale < 1:
+            raise ValueError(f"FirstLayerFilters(scale={scale}): use 1 or more pixels per tap, e.g. 8.")
+        if not noise_threshold > 0:
+            raise ValueError(f"FirstLayerFilters(noise_threshold={noise_threshold}): must be positive; white noise scores about 1.")
+        self.every_n_epochs, self.max_filters, self.scale = every_n_epochs, max_filters, scale
+        self.noise_threshold = noise_threshold
+        self.scores: list[tuple[int, float]] = []
+        self.grids: list[tuple[int, Image.Image]] = []
+        self.files: list[Path] = []
+        self._warned = False
+
+    def findings(self) -> list[Finding]:
+        if not self.scores:
+            return []
+        epoch, score = self.scores[-1]
+        noisy = score > self.noise_threshold
+        verdict, advice = NOISY if noisy else SMOOTH
+        return [Finding("D4", f"{verdict} (high-frequency ratio {score:.2f}, noisy above {self.noise_threshold})", advice,
+                        healthy=not noisy)]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if not trainer.is_global_zero or ((trainer.current_epoch + 1) % self.every_n_epochs and not last):
+            return
+        conv = first_conv(pl_module)
+        if conv is None or conv.weight.shape[-1] * conv.weight.shape[-2] < 4:
+            if not self._warned:
+                self._warned = True
+                announce(trainer, "D4_verdict", Finding("D4", "no first conv layer with at least 2x2 filters",
+                                                        "nothing to draw; the diagnostic does nothing for this model"))
+            return
+        epoch = trainer.current_epoch
+        grid = filter_grid(conv.weight, self.max_filters, self.scale)
+        self.scores.append((epoch, high_frequency_ratio(conv.weight)))
+        self.grids.append((epoch, _to_pil(grid)))
+        folder = run_folder(trainer)
+        if folder is not None:
+            path = folder / "filters" / f"epoch_{epoch:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(grid, path)
+            self.files.append(path)
+        logger = wandb_logger(trainer)
+        if logger is not None:
+            logger.log_image("diagnose/first_layer_filters", [self.grids[-1][1]], step=trainer.global_step,
+                             caption=[f"epoch {epoch}, high-frequency ratio {self.scores[-1][1]:.2f}"])
+        for logger in trainer.loggers:
+            logger.log_metrics({"diagnose/filter_high_frequency": self.scores[-1][1]}, step=trainer.global_step)
+        announce(trainer, "D4_verdict", self.findings()[0])
+
+    def report_section(self) -> Section:
+        images = {}
+        if self.grids:
+            shown = self.grids if len(self.grids) <= 8 else [self.grids[i * (len(self.grids) - 1) // 7] for i in range(8)]
+            images["first_layer_filters"] = image_strip([(f"epoch {e}", g) for e, g in shown])
+            images["filter_noise"] = line_plot({"high-frequency ratio": ([e for e, _ in self.scores], [s for _, s in self.scores]),
+                                                "noisy above": ([e for e, _ in self.scores], [self.noise_threshold] * len(self.scores))},
+                                               "D4 first-layer filter noise (1 = white noise, 0 = smooth)", "epoch", "ratio",
+                                               notes=[f.line() for f in self.findings()])
+        lines = [f"Grids drawn: {len(self.grids)}" + (f"; PNGs in `{self.files[0].parent}`." if self.files else ".")]
+        return Section("First-layer filters (D4)", self.findings(), lines, images)

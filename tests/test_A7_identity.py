@@ -1,0 +1,80 @@
+"""A7 — be careful: a dataset's identity-changing transforms are refused at start unless forced, and
+the label-preservation audit of a model trained on digits flags flips and large rotations while it
+passes small translations."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from pytorch_lightning import Trainer
+from torchvision.transforms import v2
+
+from conftest import offline_env
+
+
+def test_A7_digits_refuse_identity_changing_transforms_unless_forced(pkg):
+    with pytest.raises(ValueError, match=r"RandomHorizontalFlip\(p=0.5\): a mirrored 2.*allow_identity_changing=true"):
+        pkg.ImageDataModule("digits", augment=[v2.RandomHorizontalFlip()])
+    with pytest.raises(ValueError, match="rotates up to 135 degrees, over 30"):
+        pkg.ImageDataModule("mnist", augment=[v2.TrivialAugmentWide()], download=False)
+    nested = importlib.import_module(f"{pkg.__name__}.transforms").RandomCombination([v2.RandomRotation(10), v2.RandomVerticalFlip()], k=1)
+    with pytest.raises(ValueError, match="RandomVerticalFlip"):
+        pkg.ImageDataModule("digits", augment=[nested])
+    pkg.ImageDataModule("digits", augment=[v2.RandomRotation(15), v2.RandAugment()])  # small rotations are fine
+    pkg.ImageDataModule("digits", augment=[v2.RandomHorizontalFlip()], allow_identity_changing=True)  # forced
+    pkg.ImageDataModule("shapes", augment=[v2.RandomHorizontalFlip(), v2.RandomRotation(180)])  # no rule there
+
+
+@pytest.fixture(scope="module")
+def trained_digits(pkg, tmp_path_factory):
+    """A small net trained on digits for a few epochs, its checkpoint and the run's config."""
+    folder = tmp_path_factory.mktemp("audit")
+    torch.manual_seed(0)
+    dm = pkg.ImageDataModule("digits", image_size=16)
+    model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16, backbone_options={"widths": [16, 32]})
+    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=folder, limit_val_batches=0)
+    trainer.fit(model, dm)
+    run = folder / "runs" / "audit" / "run1"
+    (run / "checkpoints").mkdir(parents=True)
+    trainer.save_checkpoint(run / "checkpoints" / "best.ckpt")
+    augment = [{"class_path": "torchvision.transforms.v2.RandomHorizontalFlip", "init_args": {"p": 1.0}},
+               {"class_path": "PadAndCrop", "init_args": {"padding": 1}}]
+    config = {"data": {"dataset": "digits", "image_size": 16, "augment": augment, "allow_identity_changing": True},
+              "trainer": {"logger": {"class_path": "AutoWandbLogger", "init_args": {"project": "audit"}}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return model, dm, run
+
+
+def test_A7_audit_flags_identity_changing_and_passes_small_translations(pkg, trained_digits):
+    audit = importlib.import_module(f"{pkg.__name__}.audit")
+    model, dm, _ = trained_digits
+    transforms = {**audit.default_probes(16), "translate <= 1 px": v2.RandomAffine(0, translate=(1 / 16, 1 / 16))}
+    clean, rows = audit.audit_transforms(model, dm, transforms, threshold=0.2)
+    by_name = {row.transform: row for row in rows}
+    print(audit.format_table(clean, rows, 0.2))
+    assert clean > 0.85
+    for name in ("probe: horizontal flip", "probe: vertical flip", "probe: rotate 180", "probe: rotate 90"):
+        assert by_name[name].flagged and by_name[name].flip_rate > 0.3, name
+        assert by_name[name].declared, name
+    assert not by_name["translate <= 1 px"].flagged and by_name["translate <= 1 px"].flip_rate < 0.1
+    assert by_name["translate <= 1 px"].accuracy_drop < 0.1
+
+
+def test_A7_audit_command_prints_and_logs_the_table(pkg, trained_digits, project, home):
+    _, _, run = trained_digits
+    result = subprocess.run([sys.executable, "-m", f"{pkg.__name__}.audit", "--ckpt", str(run / "checkpoints" / "best.ckpt")],
+                            cwd=run, env=offline_env(home, project), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    flip = next(line for line in lines if line.startswith("augment[0]: RandomHorizontalFlip"))
+    crop = next(line for line in lines if line.startswith("augment[1]: PadAndCrop"))
+    assert "IDENTITY-CHANGING" in flip and "yes" in flip
+    assert "IDENTITY-CHANGING" not in crop
+    assert "W&B offline" in result.stdout
+    assert list(run.parent.parent.glob("wandb/offline-run-*/run-*.wandb"))

@@ -1,0 +1,90 @@
+"""T1 — size check: the shape table follows the sizing rules (3x3/s1/p1 keeps W x H, 2x2 pool halves);
+a non-power-of-2 input, a shrinking conv and an odd-sized pool each give a warning naming the layer."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import pytest
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks.size_check import SizeCheck, shape_table, size_warnings
+
+
+def sized_convnet(pkg, **options):
+    return importlib.import_module(f"{pkg.__name__}.backbones").SizedConvNet(1, 10, **options)
+
+
+def test_T1_shape_table_follows_the_sizing_rules(pkg):
+    net = sized_convnet(pkg, widths=(8, 16, 32), convs_per_stage=2)
+    rows = shape_table(net, torch.zeros(1, 1, 32, 32))
+    for row in rows:
+        if isinstance(row.module, nn.Conv2d):
+            assert row.output_shape[2:] == row.input_shape[2:]  # W x H kept
+        if isinstance(row.module, nn.MaxPool2d):
+            assert row.output_shape[2:] == tuple(s // 2 for s in row.input_shape[2:])
+    sides = [r.output_shape[-1] for r in rows if isinstance(r.module, (nn.Conv2d, nn.MaxPool2d))]
+    assert sides == [32, 32, 16, 16, 16, 8, 8, 8, 4]
+    assert rows[-1].output_shape == (1, 10)
+    assert size_warnings(rows, (1, 1, 32, 32)) == []
+
+
+def test_T1_a_48x48_input_warns_that_it_is_not_a_power_of_2(pkg):
+    net = sized_convnet(pkg, widths=(8, 16, 32))
+    check = SizeCheck()
+    check.check(net, torch.zeros(1, 1, 48, 48))
+    assert len(check.warnings) == 1 and "48x48 seen by layer '0' is not a power of 2" in check.warnings[0]
+
+
+def test_T1_a_28x28_input_also_warns_at_the_pool_that_drops_pixels(pkg):
+    check = SizeCheck()
+    check.check(sized_convnet(pkg, widths=(8, 16, 32), convs_per_stage=1, batch_norm=False), torch.zeros(1, 1, 28, 28))
+    assert "not a power of 2" in check.warnings[0]
+    # 28 -> 14 -> 7: the third pool (layer 8 of conv, ReLU, pool x3) rounds 7 down to 3.
+    assert any("layer '8' (MaxPool2d) pools an odd-sized map 7x7 -> 3x3" in w for w in check.warnings)
+
+
+def test_T1_a_conv_without_padding_warns_naming_the_layer():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, stride=2, padding=1))  # the stride-2 conv shrinks on purpose
+    warnings = size_warnings(shape_table(net, torch.zeros(1, 1, 32, 32)), (1, 1, 32, 32))
+    assert len(warnings) == 1 and "layer '2' (Conv2d, kernel (3, 3), padding (0, 0)) shrinks the map 32x32 -> 30x30" in warnings[0]
+
+
+class Classifier(LightningModule):
+    def __init__(self, backbone: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.example_input_array = torch.zeros(1, 1, image_size, image_size)
+
+    def forward(self, x):
+        return self.backbone(x)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_T1_callback_prints_warns_and_saves_the_table_at_fit_start(pkg, tmp_path, caplog):
+    model = Classifier(sized_convnet(pkg, widths=(4, 8)), image_size=48)
+    data = DataLoader(TensorDataset(torch.randn(4, 1, 48, 48), torch.randint(0, 10, (4,))), batch_size=4)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = Trainer(max_steps=1, callbacks=[SizeCheck()], logger=logger, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.warns(UserWarning, match="48x48 seen by layer 'backbone.0' is not a power of 2"), caplog.at_level(logging.INFO):
+        trainer.fit(model, data)
+    saved = (tmp_path / "run" / "version_0" / "size_check.txt").read_text()
+    assert "backbone.3" in saved and "4x48x48" in saved and "not a power of 2" in saved
+    assert "layer-by-layer shapes" in caplog.text and "backbone.3" in caplog.text and "MaxPool2d" in caplog.text
+
+
+def test_T1_input_shape_is_checked():
+    with pytest.raises(ValueError, match=r"input_shape=\[0, 32, 32\]"):
+        SizeCheck(input_shape=[0, 32, 32])
