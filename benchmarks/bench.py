@@ -28,16 +28,16 @@ import torch.nn.functional as F
 from pytorch_lightning import Callback
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "bench_cnn"
 
 
-def generated_package(workdir: Path):
+def generated_package(workdir: Path, project_name: str = "Bench CNN"):
+    """Generate a project from this template into `workdir`; returns (its folder, its package)."""
     from cookiecutter.main import cookiecutter
 
     project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(workdir), overwrite_if_exists=True,
-                                extra_context={"project_name": "Bench CNN"}))
+                                extra_context={"project_name": project_name}))
     sys.path.insert(0, str(project / "src"))
-    return project, importlib.import_module(PACKAGE)
+    return project, importlib.import_module(project.name.replace("-", "_"))
 
 
 class EpochTimer(Callback):

@@ -153,6 +153,12 @@ def test_E5_command_tests_an_ensemble_of_three_checkpoints_and_rejects_a_mismatc
     ensemble_acc = float(out.split("test/acc of the ensemble: ")[1].split()[0])
     assert len(accs) == 3 and 0.0 <= ensemble_acc <= 1.0
     print(f"members {accs} -> ensemble {ensemble_acc}")
+    # The same through the project's CLI: `lightning test --config ... --ensemble a b c`.
+    via_cli = run([sys.executable, "-m", pkg.__name__, "test", f"--config={project / 'configs/default.yaml'}",
+                   "--ensemble", *map(str, members), "--trainer.accelerator=cpu", "--data.num_workers=0"],
+                  cwd=project, env=env, timeout=300).stdout
+    assert "Ensemble of 3 (probs)" in via_cli
+    assert float(via_cli.split("test/acc of the ensemble: ")[1].split()[0]) == ensemble_acc
     five = untrained_checkpoint(pkg, tmp_path / "five.ckpt", num_classes=5)
     ensemble = importlib.import_module(f"{pkg.__name__}.ensemble")
     with pytest.raises(SystemExit, match="members disagree on num_classes"):  # the same command, in-process

@@ -180,3 +180,35 @@ def test_checkpoint_with_pickled_code_is_refused(cli, isolated):
     torch.save(checkpoint, best)
     with pytest.raises(SystemExit, match="Refused to load the checkpoint: it carries pickled objects"):
         cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS])
+
+
+BAD_INPUTS = [  # (extra arguments, the message that names the value and the fix)
+    (["--model.optimizer.init_args.lr=0"], "model.optimizer.init_args.lr=0.0: the learning rate must be positive"),
+    (["--data.batch_size=0"], "data.batch_size=0: use a positive batch size"),
+    (["--data.num_workers=-1"], "data.num_workers=-1: use 0 or more"),
+    (["--data.dataset=svhn"], "data.dataset='svhn' is unknown: choose one of"),
+    (["--model.backbone=vgg11"], "model.backbone='vgg11' is unknown: choose one of"),
+    (["--data.image_size=4"], "image_size=4 is too small"),
+    (["--data.val_fraction=0.9"], "data.val_fraction=0.9: use a fraction in (0, 0.5)"),
+    (["--data.num_folds=5", "--data.fold=5"], "data.fold=5 is out of range for data.num_folds=5"),
+    (["--data.dataset=imagefolder", "--data.root=no/such/folder"], "data.root='no/such/folder': folder"),
+    (["--data.dataset=mnist", "--data.download=false", "--data.root=empty"], "mnist is not in"),
+    (["--model.label_smoothing=1.5"], "model.label_smoothing=1.5: use a value in [0, 1)"),
+    (["--ckpt_path=no/such.ckpt"], "ckpt_path='no/such.ckpt': no such file"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=lambda v: str(v)[:50])
+def test_bad_config_values_fail_before_anything_is_written(cli, isolated, extra, message):
+    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as error:
+        cli.main(["fit", f"--config={DEFAULT_CONFIG}", *QUICK, *extra])
+    assert message in str(error.value)
+    assert not (isolated / "runs").exists()  # no run folder, no W&B run, no checkpoint
+
+
+def test_truncated_checkpoint_is_named_before_loading(cli, isolated):
+    cli.main(["fit", f"--config={DEFAULT_CONFIG}", *QUICK])
+    (best,) = isolated.glob("runs/**/checkpoints/best.ckpt")
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    with pytest.raises(SystemExit, match="best.ckpt' is truncated or corrupt"):
+        cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS])

@@ -12,6 +12,7 @@ import pickle
 import re
 import sys
 import warnings
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
             )
 
 
-def drop_logging_callbacks(callbacks):
+def drop_logging_callbacks(specs):
     """Barebones mode refuses checkpointing and LR logging: drop those callbacks of the config
     (the default config's SafeCheckpoint, LearningRateMonitor) instead of failing."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -88,10 +89,27 @@ def drop_logging_callbacks(callbacks):
         cls = getattr(importlib.import_module(module), name, None) if module else None
         return isinstance(cls, type) and issubclass(cls, (ModelCheckpoint, LearningRateMonitor))
 
-    kept = [spec for spec in callbacks or [] if not unwanted(spec)]
-    if len(kept) != len(callbacks or []):
+    kept = [spec for spec in specs or [] if not unwanted(spec)]
+    if len(kept) != len(specs or []):
         print("trainer.barebones=true: checkpoint and LR-monitor callbacks dropped (barebones has no checkpoints or logs).")
     return kept
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A missing, truncated or corrupt checkpoint fails here with its name, before anything runs.
+    (torch checkpoints are zip archives: testzip() checks every member's CRC.)"""
+    if not path.is_file():
+        raise SystemExit(f"ckpt_path={str(path)!r}: no such file. Give a .ckpt path, or best / last for the newest run's.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        bad = str(error)
+    if bad is not None:
+        raise SystemExit(
+            f"ckpt_path={str(path)!r} is truncated or corrupt ({bad}). Use another checkpoint of the run "
+            "(best.ckpt, last.ckpt) or train again."
+        )
 
 
 def check_learning_rate(model) -> None:
@@ -166,14 +184,52 @@ class CLI(LightningCLI):
                     f"ckpt_path={ckpt}: no checkpoints/{ckpt}.ckpt under {root.resolve()} (trainer.default_root_dir). "
                     "Train first with `lightning fit --config configs/default.yaml`, or pass the checkpoint's path."
                 )
+        if config.get("ckpt_path"):
+            check_checkpoint_file(Path(config.ckpt_path))
         if self.subcommand == "fit" and config.ckpt_path:
             continue_logger_run(trainer.logger, Path(config.ckpt_path))
         elif self.subcommand != "fit" and config.get("weights_only") is None:
             config.weights_only = True  # evaluating a checkpoint never runs code pickled into it
 
 
+def ensemble_arguments(argv: list[str]) -> list[str]:
+    """`test|predict ... --ensemble a.ckpt b.ckpt ...` as arguments of `python -m <package>.ensemble` (E5)."""
+    command, rest, sources, translated = argv[0], argv[1:], [], []
+    start = rest.index("--ensemble")
+    sources, i = [], start + 1
+    while i < len(rest) and not rest[i].startswith("--"):
+        sources.append(rest[i])
+        i += 1
+    others = rest[:start] + rest[i:]
+    for j, arg in enumerate(others):
+        key, _, value = arg.partition("=")
+        if not value and not arg.startswith("--"):
+            continue  # the value of the previous option
+        value = value or (others[j + 1] if j + 1 < len(others) else "")
+        if key in ("--config", "-c"):
+            translated += ["--config", value]
+        elif key in ("--trainer.accelerator", "--trainer.devices"):
+            translated.append(f"--{key.split('.')[1]}={value}")
+        elif key.startswith("--data."):
+            translated += ["--data", f"{key.removeprefix('--data.')}={value}"]
+        elif key in ("--ensemble.combine", "--ensemble.weights"):
+            translated.append(f"--{key.split('.')[1]}={value}")
+        else:
+            raise SystemExit(f"{key}: not an option of `{command} --ensemble` (it takes --config, --data.*, "
+                             "--trainer.accelerator/devices, --ensemble.combine/weights); see python -m <package>.ensemble --help.")
+    if not sources:
+        raise SystemExit("--ensemble: give the member checkpoints (files or run folders) after it.")
+    return [command, *sources, *translated]
+
+
 def main(args: list[str] | None = None) -> CLI:
-    """Entry point of `<project-slug>` and `python -m <package>`."""
+    """Entry point of `<project-slug>` and `python -m <package>`; `test|predict --ensemble ckpts...`
+    evaluates several checkpoints as one model (E5, the EnsembleModule)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] in (["test"], ["predict"]) and "--ensemble" in argv:
+        from .ensemble import main as ensemble_main
+
+        return ensemble_main(ensemble_arguments(argv))
     try:
         return CLI(args=args)
     except FloatingPointError as error:  # NanGuard: the diagnosis is the message, not the traceback

@@ -4,6 +4,7 @@ and pre-processing statistics measured on the training split (P1–P4)."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -65,9 +66,26 @@ class DeviceBatches:
         order = torch.cat([order, order[: self._per_rank() * self.world_size - len(order)]])[self.rank :: self.world_size]
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            images = self.images[index]
-            images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # = v2.ToDtype(scale=True)
-            yield self.finish(self.augment(images, generator)), self.labels[index]
+            with _one_cpu_thread(device.type == "cpu"):
+                images = self.images[index]
+                images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # = v2.ToDtype(scale=True)
+                batch = self.finish(self.augment(images, generator)), self.labels[index]
+            yield batch
+
+
+@contextmanager
+def _one_cpu_thread(enabled: bool):
+    """Batch-sized augmentation ops are too small for intra-op threads: on a busy 2-core machine the
+    thread hand-offs cost 5-10x (benchmarks/data_path.py). The model's step keeps all threads."""
+    if not enabled:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class ImageDataModule(PreprocessingMixin, LightningDataModule):
@@ -174,6 +192,8 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         if dataset == "imagefolder":
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit
         else:
+            if dataset in datasets.TORCHVISION_CLASSES and not download:
+                datasets.check_torchvision_folder(dataset, self.root)
             self.classes = [str(i) for i in range(datasets.NUM_CLASSES[dataset])]
         self.splits: datasets.Splits | None = None
 

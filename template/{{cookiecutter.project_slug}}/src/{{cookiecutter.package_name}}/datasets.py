@@ -142,6 +142,16 @@ def download_torchvision(name: str, root: Path) -> None:
             raise DataNotFoundError(missing_data_message(name, root, error, downloading=True)) from error
 
 
+def check_torchvision_folder(name: str, root: Path) -> None:
+    """Without download, the dataset's folder must exist now, not when training starts."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    folder = root / cls.base_folder if hasattr(cls, "base_folder") else root / cls.__name__ / "raw"
+    if not folder.is_dir():
+        raise DataNotFoundError(missing_data_message(name, root, f"no folder {folder}", downloading=False))
+
+
 def load_torchvision(name: str, root: Path, val_fraction: float, seed: int) -> Splits:
     import torchvision.datasets as tvd
 
