@@ -152,9 +152,8 @@ class CLI(LightningCLI):
         parser.link_arguments("data.num_channels", "model.in_channels", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand is None:
-            return
-        config = self.config[self.subcommand]
+        # run=False (the Python API) has no subcommand level in the config.
+        config = self.config[self.subcommand] if self.subcommand else self.config
         check_exclusive_recipes([Path(str(p)) for p in config.get("config") or []])
         trainer = config.trainer
         accelerator = str(trainer.accelerator)
@@ -188,7 +187,7 @@ class CLI(LightningCLI):
             check_checkpoint_file(Path(config.ckpt_path))
         if self.subcommand == "fit" and config.ckpt_path:
             continue_logger_run(trainer.logger, Path(config.ckpt_path))
-        elif self.subcommand != "fit" and config.get("weights_only") is None:
+        elif self.subcommand in ("validate", "test", "predict") and config.get("weights_only") is None:
             config.weights_only = True  # evaluating a checkpoint never runs code pickled into it
 
 
