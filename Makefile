@@ -1,6 +1,7 @@
 # make demo  — generate a project with default answers, train it on digits, test it, print the figures.
 # make test  — the template's test suite (generation, recipes, the generated project's own tests, DDP).
-# Both create .venv/ from nothing on first use.
+# make bench  — performance ratios, side by side (not part of make test).
+# All create .venv/ from nothing on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -9,7 +10,7 @@ DEMO   := build/demo
 SHELL  := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ test: lint
 
 lint: venv
 	$(BIN)/ruff check --config pyproject.toml callbacks tests benchmarks "template/{{cookiecutter.project_slug}}"
+
+# Not part of `make test`: ratios measured side by side (tables printed, JSON in build/bench/).
+bench: venv
+	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/data_path.py
 
 demo: venv
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
