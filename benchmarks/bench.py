@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=("overhead", "accuracy", "callbacks"), action="append",
                         help="run only these figures (repeatable); default: all")
     args = parser.parse_args(argv)
+    args.out = str(Path(args.out).resolve())  # the runs below work in a temporary folder
     repeats, epochs = (1, 3) if args.quick else (5, 4)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
