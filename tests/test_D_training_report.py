@@ -3,8 +3,8 @@ nothing written under fast_dev_run; and the overhead benchmark of all diagnostic
 
 from __future__ import annotations
 
+import importlib
 import json
-import struct
 import time
 from functools import partial
 
@@ -49,30 +49,10 @@ def test_D_report_file_with_plots_and_findings_in_the_run_folder(pkg, tmp_path):
     assert (tmp_path / "runs" / "digits" / "version_0" / "filters" / "epoch_001.png").is_file()
 
 
-def wandb_records(path):
-    """Records of an offline `.wandb` file (7-byte header, then LevelDB-log blocks of 32 KiB); an offline
-    run writes no wandb-summary.json, so the summary is read from its records (as the project's tests do)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos, pending = path.read_bytes(), 32768, 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            break
-        pending += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last fragment of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
 def test_D_report_goes_to_an_offline_wandb_run(pkg, tmp_path, monkeypatch):
     import wandb
+
+    read_offline_run = importlib.import_module(f"{pkg.__name__}.loggers").read_offline_run
     from pytorch_lightning.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -93,7 +73,7 @@ def test_D_report_goes_to_an_offline_wandb_run(pkg, tmp_path, monkeypatch):
         assert any(name.startswith(image) for name in media), image
     summary: dict = {}
     for _ in range(40):  # wandb-core may still be flushing the offline file when finish() returns
-        for record in wandb_records(next(run.glob("run-*.wandb"))):
+        for record in read_offline_run(next(run.glob("run-*.wandb"))):
             if record.WhichOneof("record_type") == "summary":
                 summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update})
         if "diagnose/findings" in summary:

@@ -1,7 +1,6 @@
 """The generated project's own tests: model, data, the CLI loop, checkpoints, W&B offline."""
 
 import json
-import struct
 import time
 from pathlib import Path
 
@@ -88,32 +87,12 @@ def test_two_fits_in_a_row_in_one_folder(cli, isolated):
     assert len(configs) == 2 and configs[0].parent != configs[1].parent
 
 
-def read_wandb_records(path: Path):
-    """The records of a `.wandb` file: a 7-byte W&B header, then LevelDB-log blocks of 32 KiB.
-
-    Read directly because wandb's own reader moved into its compiled core.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos, pending = path.read_bytes(), 32768, 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            break
-        pending += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST fragment
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
 def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, capsys):
+    import importlib
+
     import wandb
+
+    loggers = importlib.import_module(cli.__name__.replace(".cli", ".loggers"))
 
     cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / 'logger/wandb.yaml'}", *QUICK])
     wandb.finish()
@@ -123,7 +102,7 @@ def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, capsys):
     deadline = time.monotonic() + 60  # wandb-core, a separate process, may still be flushing the file
     while True:
         keys, config = set(), {}
-        for record in read_wandb_records(run_file):
+        for record in loggers.read_offline_run(run_file):
             if record.WhichOneof("record_type") == "history":
                 keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
             if record.WhichOneof("record_type") == "config":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import struct
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -85,3 +86,27 @@ class AutoWandbLogger(WandbLogger):
             run_dir = Path(run.dir).parent
             print(f"W&B offline ({self._offline_reason}): run saved in {run_dir}; upload it with `wandb sync {run_dir}`", flush=True)
         return run
+
+
+def read_offline_run(path: str | Path):
+    """The records (wandb protobufs) of an offline run's `.wandb` file: a 7-byte W&B header, then
+    LevelDB-log blocks of 32 KiB. An offline run writes no wandb-summary.json; this reads what it
+    logged without uploading it. Written here because wandb's own reader moved into its compiled core.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, pending = Path(path).read_bytes(), 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
