@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TEST_PACKAGE, offline_env, run
@@ -41,22 +43,6 @@ def resume(project: Path, cwd: Path, env: dict, saved_step: int) -> str:
     return result.stdout + result.stderr
 
 
-def test_kill_9_then_resume_continues_the_same_run(project, home, tmp_path):
-    env = offline_env(home, project)
-    last, _, code = start_and_stop(project, tmp_path, env, signal.SIGKILL)
-    assert code == -signal.SIGKILL
-    saved = torch.load(last, weights_only=True)
-    run_id = last.parent.parent.name
-    output = resume(project, tmp_path, env, saved["global_step"])
-    assert f"Restored all states from the checkpoint at runs/tricks-check/{run_id}/checkpoints/last.ckpt" in output
-    resumed = torch.load(last, weights_only=True)
-    assert resumed["global_step"] == saved["global_step"] + 4  # same step counter, 4 more steps
-    assert resumed["epoch"] >= saved["epoch"]
-    assert resumed["lr_schedulers"][0]["last_epoch"] >= saved["lr_schedulers"][0]["last_epoch"]
-    runs = sorted(p.name for p in tmp_path.glob("runs/wandb/offline-run-*"))
-    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)  # W&B resumed the same run id
-
-
 def test_sigterm_saves_last_checkpoint_first(project, home, tmp_path):
     env = offline_env(home, project)
     last, output, code = start_and_stop(project, tmp_path, env, signal.SIGTERM)
@@ -75,3 +61,95 @@ def test_unreachable_wandb_falls_back_to_offline(project, home, tmp_path):
     assert "W&B offline (W&B unreachable" in result.stdout
     assert list(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb"))
     assert list(tmp_path.glob("runs/*/*/checkpoints/best.ckpt"))
+
+
+# -- SIGKILL at three chosen points, then resume: the same run as one that was never interrupted -----
+KILL_AT = '''
+import os
+import signal
+
+from fsspec.implementations.local import LocalFileOpener
+from pytorch_lightning import Callback
+
+
+def die(where):
+    print(f"SIGKILL {where}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAt(Callback):
+    """SIGKILLs this process at one point of epoch `epoch`: mid-epoch, during validation, or while
+    a checkpoint's bytes are being written (half of them are on disk when it dies)."""
+
+    def __init__(self, point: str, epoch: int = 2):
+        self.point, self.epoch = point, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.point == "mid-epoch" and trainer.current_epoch == self.epoch and batch_idx == 1:
+            die(f"after batch {batch_idx} of epoch {trainer.current_epoch}")
+
+    def on_validation_batch_end(self, trainer, *args, **kwargs):
+        if self.point == "validation" and trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            die(f"during validation of epoch {trainer.current_epoch}")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self.point == "checkpoint-save" and trainer.current_epoch == self.epoch:
+            write = LocalFileOpener.write
+
+            def write_half_then_die(opener, data):
+                write(opener, data[: len(data) // 2])
+                opener.flush()
+                die(f"with {len(data) // 2} of {len(data)} bytes of a checkpoint written")
+
+            LocalFileOpener.write = write_half_then_die
+'''
+DETERMINISTIC = ["--trainer.max_epochs=4", "--trainer.deterministic=true"]
+
+
+def final_state(cwd: Path) -> dict:
+    """What a finished run ends with: step, epoch, last val/acc, plateau scheduler state, weights."""
+    (last,) = cwd.glob("runs/*/*/checkpoints/last.ckpt")
+    checkpoint = torch.load(last, weights_only=True)
+    (saver,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("SafeCheckpoint")]
+    scheduler = checkpoint["lr_schedulers"][0]
+    return {"global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"],
+            "val_acc": float(saver["current_score"]), "best_val_loss": float(scheduler["best"]),
+            "lr": scheduler["_last_lr"][0], "weights": checkpoint["state_dict"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(project, tmp_path_factory) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    home = cwd / "home"
+    home.mkdir()
+    run(fit_command(project, *DETERMINISTIC), cwd=cwd, env=offline_env(home, project))
+    return final_state(cwd)
+
+
+@pytest.mark.parametrize("point", ["mid-epoch", "validation", "checkpoint-save"])
+def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(project, home, tmp_path, uninterrupted, point):
+    (tmp_path / "kill_at.py").write_text(KILL_AT)
+    env = offline_env(home, project)
+    env["PYTHONPATH"] += f":{tmp_path}"
+    killer = json.dumps({"class_path": "kill_at.KillAt", "init_args": {"point": point}})
+    killed = subprocess.run(fit_command(project, *DETERMINISTIC, f"--trainer.callbacks+={killer}"), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL and "SIGKILL " in killed.stdout, killed.stdout[-3000:] + killed.stderr[-3000:]
+    for checkpoint in tmp_path.glob("runs/*/*/checkpoints/*.ckpt"):  # nothing half-written where we look
+        torch.load(checkpoint, weights_only=True)
+    (last,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 8  # epoch 2 was lost: resuming must redo it
+    resuming = run(fit_command(project, *DETERMINISTIC, "--ckpt_path=last"), cwd=tmp_path, env=env)
+    output = resuming.stdout + resuming.stderr
+    run_id = last.parent.parent.name
+    assert f"Restored all states from the checkpoint at runs/tricks-check/{run_id}/checkpoints/last.ckpt" in output
+    runs = sorted(p.name for p in tmp_path.glob("runs/wandb/offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)  # W&B resumed the same run id
+    resumed = final_state(tmp_path)
+    print(point, {k: v for k, v in resumed.items() if k != "weights"})
+    for key in ("global_step", "epoch", "lr"):
+        assert resumed[key] == uninterrupted[key], key
+    assert abs(resumed["val_acc"] - uninterrupted["val_acc"]) < 1e-6
+    assert abs(resumed["best_val_loss"] - uninterrupted["best_val_loss"]) < 1e-5
+    drift = max((resumed["weights"][k].float() - v.float()).abs().max().item() for k, v in uninterrupted["weights"].items())
+    assert drift < 1e-5, f"weights differ by {drift} after resuming"

@@ -1,11 +1,16 @@
 """Reliability callbacks in the default config: interrupted runs resume, diverged runs stop cleanly.
 
 Lightning's ModelCheckpoint(save_on_exception=True) would also write `best.ckpt` on an interrupt
-and happily store NaN weights; these two small classes close those gaps.
+and happily store NaN weights, and Lightning checkpoints carry no RNG state (a resumed run would
+draw other shuffles, augmentations and dropout masks); these two small classes close those gaps.
 """
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -17,6 +22,30 @@ def weights_are_finite(module: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def collect_rng_states() -> dict[str, Any]:
+    """The RNG states a training step draws from (torch CPU/CUDA, Python, NumPy), as plain tensors
+    and tuples so that `torch.load(weights_only=True)` reads them back."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class SafeCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, plus two guarantees.
 
@@ -24,6 +53,9 @@ class SafeCheckpoint(ModelCheckpoint):
       survive a divergence.
     * SIGTERM (what SLURM and most schedulers send) or Ctrl-C saves `last.ckpt` before the run
       ends, so `lightning fit ... --ckpt_path last` continues from there; `best.ckpt` is untouched.
+    * Every checkpoint carries the RNG states (torch, CUDA, Python, NumPy) of the moment it was
+      written, and resuming restores them: the resumed run draws the same shuffles, augmentations
+      and dropout masks as an uninterrupted one (rank 0's states; every rank gets them).
 
     Example (the default config):
         - class_path: SafeCheckpoint
@@ -35,6 +67,19 @@ class SafeCheckpoint(ModelCheckpoint):
             rank_zero_warn(f"Not writing {filepath}: the model has NaN/Inf weights; the previous checkpoint is kept.")
             return
         super()._save_checkpoint(trainer, filepath)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_states": collect_rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        rng_states = state_dict.pop("rng_states", None)
+        super().load_state_dict(state_dict)
+        # Lightning restores callbacks before the fit loop builds its first DataLoader iterator (which
+        # draws a seed) and runs the sanity check under isolate_rng, so restoring now repeats the draws
+        # of the uninterrupted run.
+        if rng_states is not None:  # checkpoints written before this field existed resume without it
+            restore_rng_states(rng_states)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
