@@ -98,9 +98,8 @@ def test_missing_image_folder_is_caught_at_construction(pkg, tmp_path):
 def test_empty_class_folder_is_named(pkg, tmp_path):
     write_image_folder(tmp_path, ["full"], per_class=2)
     (tmp_path / "empty").mkdir()
-    dm = pkg.ImageDataModule("imagefolder", root=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="has no usable images.*empty"):
-        dm.setup("fit")
+    with pytest.raises(FileNotFoundError, match="has no usable images in class folder.s. empty"):
+        pkg.ImageDataModule("imagefolder", root=str(tmp_path))  # at construction, before any run
 
 
 def test_offline_download_failure_names_the_folder_and_the_option(pkg, tmp_path, monkeypatch):
@@ -125,3 +124,47 @@ def test_offline_download_failure_names_the_folder_and_the_option(pkg, tmp_path,
 def test_bad_data_options_are_named(pkg, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pkg.ImageDataModule(**kwargs)
+
+
+def break_images(folder):
+    """Three kinds of broken file among good ones: empty, not an image, a PNG cut after its header."""
+    (folder / "cat" / "empty.png").write_bytes(b"")
+    (folder / "dog" / "notes.jpg").write_text("not an image")
+    good = (folder / "dog" / "0.png").read_bytes()
+    (folder / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
+
+
+def test_corrupt_images_are_skipped_and_counted_before_any_run(pkg, tmp_path):
+    write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=10)
+    break_images(tmp_path / "pets")
+    with pytest.warns(UserWarning, match=r"Skipping 3 of 23 image files under .*pets that cannot be read: .*empty.png"):
+        dm = pkg.ImageDataModule("imagefolder", root=str(tmp_path / "pets"), image_size=8, batch_size=20,
+                                 val_fraction=0.1, test_fraction=0.1)
+    dm.setup("fit")
+    assert len(dm.splits.train) + len(dm.splits.val) + len(dm.splits.test) == 20  # the good ones, all of them
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        for images, _ in loader:  # every sample decodes
+            assert images.shape[1:] == (3, 8, 8)
+
+
+def test_corrupt_images_stop_the_run_when_asked(pkg, tmp_path):
+    write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=4)
+    break_images(tmp_path / "pets")
+    with pytest.raises(FileNotFoundError, match=r"3 of 11 image files under .*pets cannot be read: .*Delete or replace them"):
+        pkg.ImageDataModule("imagefolder", root=str(tmp_path / "pets"), corrupt_images="error")
+    with pytest.raises(ValueError, match=r"data.corrupt_images='ignore': use one of skip, error"):
+        pkg.ImageDataModule("imagefolder", root=str(tmp_path / "pets"), corrupt_images="ignore")
+
+
+def test_image_that_fails_to_decode_mid_run_is_named(pkg, tmp_path):
+    write_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=4)
+    # A JPEG whose header is intact but whose pixel data is cut: only decoding it finds out.
+    jpeg = tmp_path / "pets" / "cat" / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[:-2000])
+    dm = pkg.ImageDataModule("imagefolder", root=str(tmp_path / "pets"), corrupt_images="error")  # passes the header check
+    dm.setup("fit")
+    dataset = pkg.datasets._image_folder(tmp_path / "pets")
+    index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("cut.jpg")][0]
+    with pytest.raises(OSError, match=r"cut.jpg: cannot decode this image .*Delete or replace the file"):
+        dataset[index]

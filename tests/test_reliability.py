@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
@@ -53,14 +54,31 @@ def test_sigterm_saves_last_checkpoint_first(project, home, tmp_path):
     resume(project, tmp_path, env, saved["global_step"])
 
 
-def test_unreachable_wandb_falls_back_to_offline(project, home, tmp_path):
+def logged_metrics(pkg, cwd: Path) -> list[tuple[str, int]]:
+    """(metric, step) of every history row of the run's offline `.wandb` file."""
+    loggers = importlib.import_module(f"{pkg.__name__}.loggers")
+    (run_file,) = cwd.glob("runs/wandb/offline-run-*/run-*.wandb")
+    rows = []
+    for record in loggers.read_offline_run(run_file):
+        if record.WhichOneof("record_type") == "history":
+            items = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
+            rows += [(key, int(items.get("_step", -1))) for key in items if not key.startswith("_")]
+    return sorted(rows)
+
+
+def test_unreachable_wandb_falls_back_to_offline_and_keeps_every_metric(pkg, project, home, tmp_path):
+    outage, normal = tmp_path / "outage", tmp_path / "normal"
+    outage.mkdir(), normal.mkdir()
     env = offline_env(home, project)
+    run(fit_command(project, "--trainer.max_epochs=2"), cwd=normal, env=env)
     # A key, so W&B tries to go online, and a server address on loopback where nothing listens.
     env.update(WANDB_API_KEY="0" * 40, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="5")
-    result = run(fit_command(project, "--trainer.max_epochs=1"), cwd=tmp_path, env=env)
+    result = run(fit_command(project, "--trainer.max_epochs=2"), cwd=outage, env=env)
     assert "W&B offline (W&B unreachable" in result.stdout
-    assert list(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb"))
-    assert list(tmp_path.glob("runs/*/*/checkpoints/best.ckpt"))
+    assert list(outage.glob("runs/*/*/checkpoints/best.ckpt"))
+    logged = logged_metrics(pkg, outage)
+    assert {"train/loss_step", "train/acc", "val/acc", "val/loss"} <= {key for key, _ in logged}
+    assert logged == logged_metrics(pkg, normal)  # the same metrics at the same steps as a run without the outage
 
 
 # -- SIGKILL at three chosen points, then resume: the same run as one that was never interrupted -----
@@ -153,3 +171,16 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(project, home,
     assert abs(resumed["best_val_loss"] - uninterrupted["best_val_loss"]) < 1e-5
     drift = max((resumed["weights"][k].float() - v.float()).abs().max().item() for k, v in uninterrupted["weights"].items())
     assert drift < 1e-5, f"weights differ by {drift} after resuming"
+
+
+# -- bad input through the real command: one message, no traceback, nothing written ------------------
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--data.batch_size=0"], "error: data.batch_size=0: use a positive batch size such as 64."),
+    (["--data.dataset=imagefolder", "--data.root=photos"], "error: data.root='photos': folder"),
+])
+def test_bad_value_prints_one_message_and_no_traceback(project, home, tmp_path, extra, message):
+    result = subprocess.run(fit_command(project, *extra), cwd=tmp_path, env=offline_env(home, project),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()

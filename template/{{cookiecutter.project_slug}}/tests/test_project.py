@@ -161,6 +161,26 @@ def test_checkpoint_with_pickled_code_is_refused(cli, isolated):
         cli.main(["test", f"--config={DEFAULT_CONFIG}", "--ckpt_path=best", *DIGITS])
 
 
+def write_image_folders(root: Path) -> None:
+    """Small image folders, each broken in one way (and one that is fine)."""
+    from PIL import Image
+
+    def image(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (len(path.name) * 20, 0, 0)).save(path)
+
+    for name in ("x.png", "y.png"):
+        image(root / "ok/a" / name), image(root / "ok/b" / name)
+        image(root / "one_class/a" / name)
+        image(root / "empty_class/a" / name)
+        image(root / "corrupt/a" / name), image(root / "corrupt/b" / name)
+        image(root / "mismatch/train/a" / name), image(root / "mismatch/train/b" / name)
+        image(root / "mismatch/val/a" / name), image(root / "mismatch/val/c" / name)
+    (root / "empty_class/b").mkdir()
+    (root / "corrupt/a/broken.png").write_bytes(b"not a png at all")
+
+
+FOLDERS = ["--data.dataset=imagefolder", "--data.num_workers=0"]
 BAD_INPUTS = [  # (extra arguments, the message that names the value and the fix)
     (["--model.optimizer.init_args.lr=0"], "model.optimizer.init_args.lr=0.0: the learning rate must be positive"),
     (["--data.batch_size=0"], "data.batch_size=0: use a positive batch size"),
@@ -174,14 +194,24 @@ BAD_INPUTS = [  # (extra arguments, the message that names the value and the fix
     (["--data.dataset=mnist", "--data.download=false", "--data.root=empty"], "mnist is not in"),
     (["--model.label_smoothing=1.5"], "model.label_smoothing=1.5: use a value in [0, 1)"),
     (["--ckpt_path=no/such.ckpt"], "ckpt_path='no/such.ckpt': no such file"),
+    (["--trainer.max_epochs=-2"], "max_epochs"),
+    (["--model.optimizer=torch.optim.NoSuchOptimizer"], "torch.optim.NoSuchOptimizer"),
+    (["--data.masks=true"], "data.masks=true needs data.dataset=imagefolder"),
+    (["--data.augment+=torchvision.transforms.v2.RandomVerticalFlip"], "data.augment changes what digits images show"),
+    ([*FOLDERS, "--data.root=folders/one_class"], "has 1 class folder(s): an image folder needs one sub-folder per class"),
+    ([*FOLDERS, "--data.root=folders/empty_class"], "has no usable images"),
+    ([*FOLDERS, "--data.root=folders/corrupt", "--data.corrupt_images=error"], "1 of 5 image files under"),
+    ([*FOLDERS, "--data.root=folders/mismatch"], "give every split the same class folders"),
+    ([*FOLDERS, "--data.root=folders/ok", "--data.device_augment=true"], "set data.device_augment=false for imagefolder"),
 ]
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=lambda v: str(v)[:50])
-def test_bad_config_values_fail_before_anything_is_written(cli, isolated, extra, message):
-    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as error:
+def test_bad_config_values_fail_before_anything_is_written(cli, isolated, capsys, extra, message):
+    write_image_folders(isolated / "folders")
+    with pytest.raises(SystemExit) as error:
         cli.main(["fit", f"--config={DEFAULT_CONFIG}", *QUICK, *extra])
-    assert message in str(error.value)
+    assert message in str(error.value) + capsys.readouterr().err  # parse errors print argparse's usage + message
     assert not (isolated / "runs").exists()  # no run folder, no W&B run, no checkpoint
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import callbacks, loggers, reliability, tanda  # noqa: F401  (imported so configs can name their classes by short name)
 from .callbacks._diagnostics import run_folder  # the run-folder rule, shared with the callbacks
@@ -150,6 +151,15 @@ class CLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.image_size")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_channels", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        # The classes check their own arguments and name the value and the fix (ValueError,
+        # FileNotFoundError for data); that message is the whole answer, not the last line of a
+        # traceback through jsonargparse. Nothing has been written yet at this point.
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError, MisconfigurationException) as error:
+            raise SystemExit(f"error: {error}") from error
 
     def before_instantiate_classes(self) -> None:
         # run=False (the Python API) has no subcommand level in the config.

@@ -103,6 +103,9 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         num_folds, fold: k-fold cross-validation (E2): with num_folds > 1, fold `fold` of the pooled
             train+val data validates and the other folds train; the test split is unchanged.
         download: fetch torchvision datasets when missing (needs the network).
+        corrupt_images: what to do with image-folder files PIL cannot open, found by a header check
+            of every file when the DataModule is built (before any run starts): `skip` leaves them
+            out with one warning that counts and names them; `error` stops with that list.
         augment: training-only transforms (torchvision v2 modules or ours), applied in order
             before normalization; validation, test and predict see none.
         batch_augment: training-only batch mixers (`torchvision.transforms.v2.MixUp` / `CutMix`,
@@ -141,6 +144,7 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         num_folds: int = 1,
         fold: int = 0,
         download: bool = True,
+        corrupt_images: Literal["skip", "error"] = "skip",
         augment: list[nn.Module] | None = None,
         batch_augment: list[nn.Module] | None = None,
         masks: bool = False,
@@ -189,8 +193,14 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         # Fails now, naming the transform, when one has no batched counterpart.
         self._batched_augment = BatchedAugment(self.augment) if device_augment else None
         self._device_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        if corrupt_images not in datasets.CORRUPT_IMAGES:
+            raise ValueError(f"data.corrupt_images={corrupt_images!r}: use one of {', '.join(datasets.CORRUPT_IMAGES)}.")
+        self.corrupt_images = corrupt_images
+        self.skipped_images: frozenset[Path] = frozenset()
         if dataset == "imagefolder":
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit
+            self.skipped_images = datasets.check_images(self.root, corrupt_images)
+            datasets.check_classes_have_images(self.root, self.classes, self.skipped_images)
         else:
             if dataset in datasets.TORCHVISION_CLASSES and not download:
                 datasets.check_torchvision_folder(dataset, self.root)
@@ -248,9 +258,11 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         elif self.dataset == "shapes":
             self.splits = datasets.load_shapes(self.image_size, self.val_fraction, self.test_fraction, self.split_seed)
         elif self.dataset == "imagefolder" and self.masks:
-            self.splits = datasets.load_masked_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed)
+            self.splits = datasets.load_masked_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed,
+                                                            self.skipped_images)
         elif self.dataset == "imagefolder":
-            self.splits = datasets.load_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed)
+            self.splits = datasets.load_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed,
+                                                     self.skipped_images)
         else:
             self.splits = datasets.load_torchvision(self.dataset, self.root, self.val_fraction, self.split_seed)
         self.splits = k_fold_splits(self.splits, self.num_folds, self.fold, self.split_seed)  # E2; as is when num_folds=1

@@ -165,11 +165,89 @@ def load_torchvision(name: str, root: Path, val_fraction: float, seed: int) -> S
     return Splits(train, val, test, list(train_full.classes))
 
 
-def _image_folder(path: Path):
-    from torchvision.datasets import ImageFolder
+CORRUPT_IMAGES = ("skip", "error")
+
+
+def unreadable_images(root: Path) -> tuple[list[Path], int]:
+    """(image files under `root` that PIL cannot open, number of image files checked).
+
+    Each file's header is parsed and `verify()`ed (PNG chunk checksums; no pixel data is decoded, so
+    about 0.1 ms per file): a zero-byte, truncated-header or mislabelled file is found here, before
+    any run starts, instead of as a PIL error in a DataLoader worker hours into training.
+    """
+    from PIL import Image
+
+    bad, checked = [], 0
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        checked += 1
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for broken files
+            bad.append(path)
+    return bad, checked
+
+
+def check_images(root: Path, corrupt_images: str) -> frozenset[Path]:
+    """The unreadable images under `root` to leave out (`skip`, with one warning that counts them),
+    or a DataNotFoundError naming them (`error`)."""
+    if not root.is_dir():
+        return frozenset()
+    bad, checked = unreadable_images(root)
+    if not bad:
+        return frozenset()
+    listing = ", ".join(str(p) for p in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    if corrupt_images == "error":
+        raise DataNotFoundError(
+            f"{len(bad)} of {checked} image files under {root.resolve()} cannot be read: {listing}. Delete or replace "
+            "them, or set data.corrupt_images=skip to train without them."
+        )
+    import warnings
+
+    warnings.warn(
+        f"Skipping {len(bad)} of {checked} image files under {root.resolve()} that cannot be read: {listing}. "
+        "Delete or replace them (data.corrupt_images=error stops instead).", stacklevel=2,
+    )
+    return frozenset(p.resolve() for p in bad)
+
+
+def load_rgb(path: str):
+    """torchvision's PIL loader, with the file named when its pixel data cannot be decoded (a file
+    truncated after its header passes the check at start and fails only here)."""
+    from PIL import Image
 
     try:
-        return ImageFolder(str(path))
+        with open(path, "rb") as file, Image.open(file) as image:
+            return image.convert("RGB")
+    except Exception as error:  # PIL's decoders raise OSError, SyntaxError, ValueError...
+        raise OSError(
+            f"{path}: cannot decode this image ({error}). Delete or replace the file, then resume with --ckpt_path last."
+        ) from error
+
+
+def check_classes_have_images(root: Path, classes: list[str], skip: frozenset[Path] = frozenset()) -> None:
+    """Every class folder of every split holds at least one usable image (checked when the
+    DataModule is built, so the message comes before any run folder or W&B run exists)."""
+    train_root = image_folder_root(root)
+    folders = [train_root] + [root / s for s in ("val", "test") if train_root != root and (root / s).is_dir()]
+    for folder in folders:
+        empty = [c for c in classes if not any(
+            p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip for p in (folder / c).iterdir())]
+        if empty:
+            raise DataNotFoundError(
+                f"{folder.resolve()} has no usable images in class folder(s) {', '.join(empty)}. Each class needs a "
+                f"sub-folder with at least one image ({', '.join(sorted(IMAGE_SUFFIXES))}); remove empty class folders or add images."
+            )
+
+
+def _image_folder(path: Path, skip: frozenset[Path] = frozenset()):
+    from torchvision.datasets import ImageFolder
+
+    def usable(file: str) -> bool:
+        return Path(file).suffix.lower() in IMAGE_SUFFIXES and Path(file).resolve() not in skip
+
+    try:
+        return ImageFolder(str(path), loader=load_rgb, is_valid_file=usable)
     except FileNotFoundError as error:
         raise DataNotFoundError(
             f"{path.resolve()} has no usable images ({error}). Each class needs a sub-folder with at least one "
@@ -195,19 +273,30 @@ def image_folder_classes(root: Path) -> list[str]:
             f"{train_root.resolve()} has {len(classes)} class folder(s): an image folder needs one sub-folder "
             "per class and at least 2 classes."
         )
+    for split in ("val", "test"):  # checked now, before any run starts, not when the splits load
+        folder = root / split
+        if train_root != root and folder.is_dir():
+            split_classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "masks")
+            if split_classes != classes:
+                raise DataNotFoundError(
+                    f"{folder.resolve()} has classes {split_classes} but train has {classes}: "
+                    "give every split the same class folders."
+                )
     return classes
 
 
-def load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    """Class sub-folders; a val (and test) split is carved from train when its folder is missing."""
+def load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int,
+                      skip: frozenset[Path] = frozenset()) -> Splits:
+    """Class sub-folders; a val (and test) split is carved from train when its folder is missing.
+    Files in `skip` (see `check_images`) are left out."""
     classes = image_folder_classes(root)
-    train_full = _image_folder(image_folder_root(root))
+    train_full = _image_folder(image_folder_root(root), skip)
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
     carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
     parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
     train = parts.pop(0)
-    val = _image_folder(root / "val") if has_val else parts.pop(0)
-    test = _image_folder(root / "test") if has_test else parts.pop(0)
+    val = _image_folder(root / "val", skip) if has_val else parts.pop(0)
+    test = _image_folder(root / "test", skip) if has_test else parts.pop(0)
     for name, split in (("val", val), ("test", test)):
         split_classes = getattr(split, "classes", None)
         if split_classes is not None and split_classes != classes:
@@ -225,12 +314,13 @@ class MaskedImageFolder(Dataset):
     Samples are `(tv_tensors.Image uint8, tv_tensors.Mask (H, W) uint8, label)`.
     """
 
-    def __init__(self, folder: Path, classes: list[str]) -> None:
+    def __init__(self, folder: Path, classes: list[str], skip: frozenset[Path] = frozenset()) -> None:
         self.folder, self.classes = Path(folder), classes
         self.samples: list[tuple[Path, Path, int]] = []
         missing = []
         for label, name in enumerate(classes):
-            for image in sorted(p for p in (self.folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            for image in sorted(p for p in (self.folder / name).iterdir()
+                                if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip):
                 masks = [m for m in (self.folder / "masks" / name).glob(image.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
                 if not masks:
                     missing.append(image)
@@ -260,14 +350,15 @@ class MaskedImageFolder(Dataset):
         return tv_tensors.Image(pixels), tv_tensors.Mask(object_mask), label
 
 
-def load_masked_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+def load_masked_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int,
+                             skip: frozenset[Path] = frozenset()) -> Splits:
     """Like `load_image_folder`, with a `masks/` folder beside the class folders of each split."""
     classes = image_folder_classes(root)
-    train_full = MaskedImageFolder(image_folder_root(root), classes)
+    train_full = MaskedImageFolder(image_folder_root(root), classes, skip)
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
     carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
     parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
     train = parts.pop(0)
-    val = MaskedImageFolder(root / "val", classes) if has_val else parts.pop(0)
-    test = MaskedImageFolder(root / "test", classes) if has_test else parts.pop(0)
+    val = MaskedImageFolder(root / "val", classes, skip) if has_val else parts.pop(0)
+    test = MaskedImageFolder(root / "test", classes, skip) if has_test else parts.pop(0)
     return Splits(train, val, test, classes)
