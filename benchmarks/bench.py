@@ -136,9 +136,12 @@ def alternate(a, b, repeats: int) -> tuple[list[float], list[float]]:
 
 
 def figure(name: str, a_label: str, a: list[float], b_label: str, b: list[float], target: str) -> dict:
+    """The ratio of the medians, and its spread: the lowest and highest ratio of one A/B pair."""
     ma, mb = statistics.median(a), statistics.median(b)
+    pairs = [x / y for x, y in zip(a, b, strict=True)]
     return {"figure": name, "a": a_label, "a_median_s": round(ma, 4), "b": b_label, "b_median_s": round(mb, 4),
-            "ratio_a_over_b": round(ma / mb, 3), "target": target, "samples": len(a)}
+            "ratio_a_over_b": round(ma / mb, 3), "pair_ratio_min": round(min(pairs), 3),
+            "pair_ratio_max": round(max(pairs), 3), "target": target, "samples": len(a)}
 
 
 def bench_overhead(pkg, project: Path, repeats: int, epochs: int, limit: int | None) -> list[dict]:
@@ -176,6 +179,82 @@ def bench_time_to_accuracy(pkg, project: Path, repeats: int, epochs: int, target
                    "lightning fit", ours, "hand-written loop", hand, "<= 1.1 and < 30 s")]
 
 
+def bench_ensemble(pkg, project: Path, repeats: int, members: int, limit: int | None) -> list[dict]:
+    """E5 predict cost: an M-member EnsembleModule against one of its members, model time only
+    (the test split's batches are prepared once; the data path is the same for both)."""
+    ensemble = importlib.import_module(f"{pkg.__name__}.ensemble")
+    config = project / "configs" / "default.yaml"
+    lightning_fit(pkg, config, 1, ["--trainer.limit_train_batches=5", "--trainer.limit_val_batches=2",
+                                   "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    best = max(Path("runs").glob("*/*/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
+    copies = []
+    for i in range(members):  # M files (the ensemble drops duplicate paths); same weights, same cost
+        copy = best.with_name(f"member{i}.ckpt")
+        copy.write_bytes(best.read_bytes())
+        copies.append(copy)
+    single = ensemble.build_member(best, ensemble.load_checkpoint(best))
+    model = ensemble.EnsembleModule([str(c) for c in copies]).eval()
+    dm = pkg.ImageDataModule("digits")
+    dm.setup("test")
+    batches = [images for images, _ in dm.test_dataloader()][:limit]
+
+    def predict(net) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for images in batches:
+                net(images)
+        return time.perf_counter() - start
+
+    ens, one = alternate(lambda: predict(model), lambda: predict(single), repeats)
+    return [figure(f"ensemble predict: {members} members vs one model (test split, model time)",
+                   f"EnsembleModule x{members}", ens, "one model", one, f"<= {1.05 * members:.2f} (1.05 x M)")]
+
+
+class PrintEpochTimes(EpochTimer):
+    """EpochTimer for a `lightning fit` in another process: prints the times at the end."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        print("EPOCH_TIMES " + json.dumps(self.epoch_times), flush=True)
+
+
+def bench_wandb_outage(project: Path, repeats: int, epochs: int, limit: int | None, init_timeout: str | None = None) -> list[dict]:
+    """`lightning fit` (default config, W&B logger) with the W&B server unreachable against W&B
+    offline: epoch time (the run goes on at normal speed) and whole-command wall time (the
+    start-up wait before the logger falls back to offline, bounded by WANDB_INIT_TIMEOUT)."""
+    import subprocess
+
+    package = project.name.replace("-", "_")
+    timer = json.dumps({"class_path": "bench.PrintEpochTimes"})
+    limits = [f"--trainer.limit_train_batches={limit}", f"--trainer.limit_val_batches={limit}"] if limit else []
+    command = [sys.executable, "-m", package, "fit", f"--config={project / 'configs/default.yaml'}",
+               f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+               "--trainer.enable_model_summary=false", f"--trainer.callbacks+={timer}", *limits]
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    base_env.update(PYTHONPATH=f"{project / 'src'}{os.pathsep}{Path(__file__).parent}", NETRC=os.devnull)
+    outage_env = {**base_env, "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    if init_timeout:  # --quick: the fallback's wait shortened (the logger's default is 30 s)
+        outage_env["WANDB_INIT_TIMEOUT"] = init_timeout
+    offline_env = {**base_env, "WANDB_MODE": "offline"}
+
+    def fit(env: dict) -> tuple[float, float]:
+        start = time.perf_counter()
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        times = [line for line in result.stdout.splitlines() if line.startswith("EPOCH_TIMES ")]
+        if result.returncode or not times:
+            raise RuntimeError(f"fit failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        return statistics.median(json.loads(times[-1][12:])[1:] or json.loads(times[-1][12:])), wall
+
+    outage, offline = alternate(lambda: fit(outage_env), lambda: fit(offline_env), repeats)
+    return [
+        figure("W&B unreachable vs W&B offline: epoch time", "W&B server down", [o[0] for o in outage],
+               "W&B offline", [o[0] for o in offline], "<= 1.02 (normal speed)"),
+        figure("W&B unreachable vs W&B offline: whole `lightning fit` incl. start-up", "W&B server down",
+               [o[1] for o in outage], "W&B offline", [o[1] for o in offline], "start-up wait <= WANDB_INIT_TIMEOUT (30 s)"),
+    ]
+
+
 # Recipes whose callbacks change the model or run once (activation swaps, fine-tuning, init, the LR
 # range test) are not overhead: their cost is the trick itself, so they are left out here.
 OVERHEAD_GROUPS = ("diagnose", "ensemble", "regularize", "train")
@@ -206,17 +285,21 @@ def bench_callbacks(pkg, project: Path, repeats: int, recipes: list[str], steps:
         base, with_recipe = alternate(lambda: step_time([]),
                                       lambda r=recipe: step_time([f"--config={project / 'recipes' / (r + '.yaml')}"]),
                                       repeats)
-        row = figure(f"callback cost: {recipe}", recipe, with_recipe, "default config", base, "<= 1.02")
+        target = "<= 1.03" if recipe == "ensemble/ema" else "<= 1.02"  # the issue allows EMA 3%
+        row = figure(f"callback cost: {recipe}", recipe, with_recipe, "default config", base, target)
         rows.append(row)
         print(f"  {recipe}: {row['ratio_a_over_b']:.3f}", flush=True)
     return rows
+
+
+FIGURES = ("overhead", "accuracy", "callbacks", "ensemble", "outage")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the machine")
     parser.add_argument("--out", default=str(REPO / "build" / "bench" / "results.json"))
-    parser.add_argument("--only", choices=("overhead", "accuracy", "callbacks"), action="append",
+    parser.add_argument("--only", choices=FIGURES, action="append",
                         help="run only these figures (repeatable); default: all")
     args = parser.parse_args(argv)
     args.out = str(Path(args.out).resolve())  # the runs below work in a temporary folder
@@ -227,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project, pkg = generated_package(Path(tmp))
         os.chdir(tmp)
-        only = set(args.only or ("overhead", "accuracy", "callbacks"))
+        only = set(args.only or FIGURES)
         rows = []
         if "overhead" in only:
             rows += bench_overhead(pkg, project, repeats, epochs, limit=2 if args.quick else None)
@@ -236,17 +319,22 @@ def main(argv: list[str] | None = None) -> None:
         if "callbacks" in only:
             recipes = callback_recipes(project)
             rows += bench_callbacks(pkg, project, repeats, recipes[:2] if args.quick else recipes, 3 if args.quick else 20)
+        if "ensemble" in only:
+            rows += bench_ensemble(pkg, project, repeats, 3, limit=2 if args.quick else None)
+        if "outage" in only:
+            rows += bench_wandb_outage(project, repeats, 2 if args.quick else 4, limit=2 if args.quick else None,
+                                       init_timeout="5" if args.quick else None)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " + (
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")
     result = {"machine": machine, "quick": args.quick, "figures": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\nMachine: {machine}\n")
-    print("| figure | A | B | A median | B median | A/B | target |")
+    print("| figure | A | B | A median | B median | A/B (pair min-max) | target |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['figure']} | {r['a']} | {r['b']} | {r['a_median_s']:.3f} s | {r['b_median_s']:.3f} s | "
-              f"{r['ratio_a_over_b']:.3f} | {r['target']} |")
+              f"{r['ratio_a_over_b']:.3f} ({r['pair_ratio_min']:.3f}-{r['pair_ratio_max']:.3f}) | {r['target']} |")
     print(f"\nwritten to {args.out}")
 
 

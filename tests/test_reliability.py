@@ -122,55 +122,85 @@ class KillAt(Callback):
             LocalFileOpener.write = write_half_then_die
 '''
 DETERMINISTIC = ["--trainer.max_epochs=4", "--trainer.deterministic=true"]
+# The default config, and one whose state lives in more places: snapshot cycles (the LR), EMA weights, ZCA statistics.
+RECIPE_SETS = {"default": [], "snapshot+ema+zca": ["ensemble/snapshot", "ensemble/ema", "preprocess/zca-whitening"]}
 
 
-def final_state(cwd: Path) -> dict:
-    """What a finished run ends with: step, epoch, last val/acc, plateau scheduler state, weights."""
+def recipe_args(project: Path, recipes: str) -> list[str]:
+    return [*DETERMINISTIC, *(f"--config={project / 'recipes' / (name + '.yaml')}" for name in RECIPE_SETS[recipes])]
+
+
+def last_logged(pkg, cwd: Path, key: str) -> float:
+    """The last value of `key` in the newest offline W&B run file (a resumed run writes a second one)."""
+    loggers = importlib.import_module(f"{pkg.__name__}.loggers")
+    newest = max(cwd.glob("runs/wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
+    values = [json.loads(item.value_json) for record in loggers.read_offline_run(newest)
+              if record.WhichOneof("record_type") == "history" for item in record.history.item
+              if (item.key or "/".join(item.nested_key)) == key]
+    return values[-1]
+
+
+def final_state(pkg, cwd: Path) -> dict:
+    """What a finished run ends with: step, epoch, final val/acc and val/loss as logged, LR, every
+    tensor of the checkpoint."""
     (last,) = cwd.glob("runs/*/*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, weights_only=True)
-    (saver,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("SafeCheckpoint")]
-    scheduler = checkpoint["lr_schedulers"][0]
     return {"global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"],
-            "val_acc": float(saver["current_score"]), "best_val_loss": float(scheduler["best"]),
-            "lr": scheduler["_last_lr"][0], "weights": checkpoint["state_dict"]}
+            "val_acc": last_logged(pkg, cwd, "val/acc"), "val_loss": last_logged(pkg, cwd, "val/loss"),
+            "lr": checkpoint["optimizer_states"][0]["param_groups"][0]["lr"],
+            "weights": checkpoint["state_dict"],  # the model, EMA-averaged where EMA runs
+            # the pre-processing statistics (P1-P4) the datamodule measured on the training split
+            "buffers": {k: v for k, v in checkpoint["ImageDataModule"]["preprocess_state"].items() if torch.is_tensor(v)}}
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(project, tmp_path_factory) -> dict:
-    cwd = tmp_path_factory.mktemp("uninterrupted")
-    home = cwd / "home"
-    home.mkdir()
-    run(fit_command(project, *DETERMINISTIC), cwd=cwd, env=offline_env(home, project))
-    return final_state(cwd)
+def uninterrupted(pkg, project, tmp_path_factory):
+    """The final state of a run that was never interrupted, per recipe set (computed once)."""
+    cache = {}
+
+    def final(recipes: str) -> dict:
+        if recipes not in cache:
+            cwd = tmp_path_factory.mktemp("uninterrupted")
+            home = cwd / "home"
+            home.mkdir()
+            run(fit_command(project, *recipe_args(project, recipes)), cwd=cwd, env=offline_env(home, project))
+            cache[recipes] = final_state(pkg, cwd)
+        return cache[recipes]
+
+    return final
 
 
-@pytest.mark.parametrize("point", ["mid-epoch", "validation", "checkpoint-save"])
-def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(project, home, tmp_path, uninterrupted, point):
+@pytest.mark.parametrize(("point", "recipes"), [("mid-epoch", "default"), ("validation", "default"),
+                                                ("checkpoint-save", "default"), ("mid-epoch", "snapshot+ema+zca")])
+def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(pkg, project, home, tmp_path, uninterrupted, point, recipes):
     (tmp_path / "kill_at.py").write_text(KILL_AT)
     env = offline_env(home, project)
     env["PYTHONPATH"] += f":{tmp_path}"
     killer = json.dumps({"class_path": "kill_at.KillAt", "init_args": {"point": point}})
-    killed = subprocess.run(fit_command(project, *DETERMINISTIC, f"--trainer.callbacks+={killer}"), cwd=tmp_path, env=env,
+    args = recipe_args(project, recipes)
+    killed = subprocess.run(fit_command(project, *args, f"--trainer.callbacks+={killer}"), cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL and "SIGKILL " in killed.stdout, killed.stdout[-3000:] + killed.stderr[-3000:]
-    for checkpoint in tmp_path.glob("runs/*/*/checkpoints/*.ckpt"):  # nothing half-written where we look
+    for checkpoint in tmp_path.glob("runs/*/*/checkpoints/**/*.ckpt"):  # nothing half-written where we look
         torch.load(checkpoint, weights_only=True)
     (last,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True)["global_step"] == 8  # epoch 2 was lost: resuming must redo it
-    resuming = run(fit_command(project, *DETERMINISTIC, "--ckpt_path=last"), cwd=tmp_path, env=env)
+    resuming = run(fit_command(project, *args, "--ckpt_path=last"), cwd=tmp_path, env=env)
     output = resuming.stdout + resuming.stderr
     run_id = last.parent.parent.name
     assert f"Restored all states from the checkpoint at runs/tricks-check/{run_id}/checkpoints/last.ckpt" in output
     runs = sorted(p.name for p in tmp_path.glob("runs/wandb/offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)  # W&B resumed the same run id
-    resumed = final_state(tmp_path)
-    print(point, {k: v for k, v in resumed.items() if k != "weights"})
+    resumed, reference = final_state(pkg, tmp_path), uninterrupted(recipes)
+    print(point, recipes, {k: v for k, v in resumed.items() if k not in ("weights", "buffers")})
     for key in ("global_step", "epoch", "lr"):
-        assert resumed[key] == uninterrupted[key], key
-    assert abs(resumed["val_acc"] - uninterrupted["val_acc"]) < 1e-6
-    assert abs(resumed["best_val_loss"] - uninterrupted["best_val_loss"]) < 1e-5
-    drift = max((resumed["weights"][k].float() - v.float()).abs().max().item() for k, v in uninterrupted["weights"].items())
-    assert drift < 1e-5, f"weights differ by {drift} after resuming"
+        assert resumed[key] == reference[key], key
+    assert abs(resumed["val_acc"] - reference["val_acc"]) < 1e-6
+    assert abs(resumed["val_loss"] - reference["val_loss"]) < 1e-5
+    for part in ("weights", "buffers"):
+        assert resumed[part].keys() == reference[part].keys()
+        drift = max([(resumed[part][k].float() - v.float()).abs().max().item() for k, v in reference[part].items()] or [0.0])
+        assert drift < 1e-5, f"{part} differ by {drift} after resuming"
 
 
 # -- bad input through the real command: one message, no traceback, nothing written ------------------
@@ -184,3 +214,40 @@ def test_bad_value_prints_one_message_and_no_traceback(project, home, tmp_path, 
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
     assert not (tmp_path / "runs").exists()
+
+
+# -- a DDP worker dies: rank 0 ends with one message, quickly, checkpoints intact ----------------------
+KILL_RANK = '''
+import os
+import signal
+
+from pytorch_lightning import Callback
+
+
+class KillRank(Callback):
+    """SIGKILLs rank `rank` after batch 1 of epoch 1 (rank 0 goes on until its next collective)."""
+
+    def __init__(self, rank: int = 1):
+        self.rank = rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == self.rank and trainer.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_ddp_worker_that_dies_ends_the_job_with_a_message_and_intact_checkpoints(project, home, tmp_path):
+    (tmp_path / "kill_rank.py").write_text(KILL_RANK)
+    env = offline_env(home, project)
+    env["PYTHONPATH"] += f":{tmp_path}"
+    killer = json.dumps({"class_path": "kill_rank.KillRank"})
+    # The default config (W&B logger) with the DDP recipe on 2 CPU processes.
+    command = fit_command(project, f"--config={project / 'recipes/trainer/ddp.yaml'}", "--trainer.accelerator=cpu",
+                          "--trainer.devices=2", "--trainer.max_epochs=3", f"--trainer.callbacks+={killer}")
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # no hang
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: a DDP worker stopped" in result.stderr and "--ckpt_path last" in result.stderr
+    assert "[rank0]: Traceback" not in result.stderr  # rank 0 prints the message, not a traceback
+    (last,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 4  # epoch 0, written before the worker died
+    torch.load(last.with_name("best.ckpt"), weights_only=True)

@@ -201,6 +201,15 @@ class CLI(LightningCLI):
             config.weights_only = True  # evaluating a checkpoint never runs code pickled into it
 
 
+# What torch's collectives raise on the other ranks when one process dies (gloo, NCCL, the store).
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted",
+             "collective operation timeout", "Broken pipe")
+
+
+def lost_a_worker(error: BaseException) -> bool:
+    return isinstance(error, getattr(torch.distributed, "DistError", ())) or any(text in str(error) for text in PEER_LOST)
+
+
 def ensemble_arguments(argv: list[str]) -> list[str]:
     """`test|predict ... --ensemble a.ckpt b.ckpt ...` as arguments of `python -m <package>.ensemble` (E5)."""
     command, rest, sources, translated = argv[0], argv[1:], [], []
@@ -241,6 +250,14 @@ def main(args: list[str] | None = None) -> CLI:
         return ensemble_main(ensemble_arguments(argv))
     try:
         return CLI(args=args)
+    except RuntimeError as error:
+        if not lost_a_worker(error):
+            raise
+        raise SystemExit(
+            f"error: a DDP worker stopped ({str(error).splitlines()[0][:300]}). Its own output above says why (out of "
+            "memory, killed by the scheduler, a bug). The checkpoints written so far are intact: fix the cause and "
+            "continue with `lightning fit ... --ckpt_path last`."
+        ) from error
     except FloatingPointError as error:  # NanGuard: the diagnosis is the message, not the traceback
         raise SystemExit(str(error)) from error
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) met pickled code

@@ -81,7 +81,8 @@ class AutoWandbLogger(WandbLogger):
             self._offline = True
             self._wandb_init["mode"] = "offline"
             run = super().experiment
-        if self._offline_reason and not self._announced and hasattr(run, "dir"):
+        # Ranks other than 0 get Lightning's DummyExperiment, whose attributes are no-op methods.
+        if self._offline_reason and not self._announced and isinstance(getattr(run, "dir", None), str):
             self._announced = True
             run_dir = Path(run.dir).parent
             print(f"W&B offline ({self._offline_reason}): run saved in {run_dir}; upload it with `wandb sync {run_dir}`", flush=True)

@@ -53,6 +53,9 @@ class SafeCheckpoint(ModelCheckpoint):
       survive a divergence.
     * SIGTERM (what SLURM and most schedulers send) or Ctrl-C saves `last.ckpt` before the run
       ends, so `lightning fit ... --ckpt_path last` continues from there; `best.ckpt` is untouched.
+    * `last.ckpt` is written at every epoch's save point (Lightning 2.6 writes it only when a new
+      top-k checkpoint was written in the same step, so a kill after epochs without a new best
+      would lose all of them).
     * Every checkpoint carries the RNG states (torch, CUDA, Python, NumPy) of the moment it was
       written, and resuming restores them: the resumed run draws the same shuffles, augmentations
       and dropout masks as an uninterrupted one (rank 0's states; every rank gets them).
@@ -67,6 +70,22 @@ class SafeCheckpoint(ModelCheckpoint):
             rank_zero_warn(f"Not writing {filepath}: the model has NaN/Inf weights; the previous checkpoint is kept.")
             return
         super()._save_checkpoint(trainer, filepath)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_at_every_save_point(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_at_every_save_point(trainer)
+
+    def _save_last_at_every_save_point(self, trainer: Trainer) -> None:
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        # _should_skip_saving_checkpoint is also true when this step was saved already (new best + last).
+        if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": collect_rng_states()}

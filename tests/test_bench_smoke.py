@@ -1,0 +1,28 @@
+"""Issue 9 — the performance benchmark's quick mode runs every figure end to end and writes its
+table (so `make bench` never rots); the figures themselves are measured by `make bench`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, offline_env
+
+
+def test_bench_quick_mode_writes_every_figure_with_its_spread(tmp_path):
+    out = tmp_path / "bench.json"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = offline_env(home)
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--out", str(out)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    names = " | ".join(f["figure"] for f in figures)
+    for expected in ("template overhead", "callback cost", "ensemble predict", "W&B unreachable"):
+        assert expected in names
+    for f in figures:
+        assert f["a_median_s"] > 0 and f["b_median_s"] > 0
+        assert f["pair_ratio_min"] <= f["pair_ratio_max"]
+    assert "| figure |" in result.stdout
