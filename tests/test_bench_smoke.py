@@ -20,9 +20,10 @@ def test_bench_quick_mode_writes_every_figure_with_its_spread(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())["figures"]
     names = " | ".join(f["figure"] for f in figures)
-    for expected in ("template overhead", "callback cost", "ensemble predict", "W&B unreachable"):
+    for expected in ("template overhead", "callback cost", "ensemble predict", "W&B unreachable", "GPU path",
+                     "trainer/cifar10-fast"):
         assert expected in names
     for f in figures:
         assert f["a_median_s"] > 0 and f["b_median_s"] > 0
-        assert f["pair_ratio_min"] <= f["pair_ratio_max"]
+        assert f.get("note") or f["pair_ratio_min"] <= f["pair_ratio_max"]  # note: a target not reached (inf)
     assert "| figure |" in result.stdout

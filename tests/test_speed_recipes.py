@@ -1,0 +1,92 @@
+"""Speed recipes of issue 9's GPU path, shown on CPU: what each changes, and that the model's values
+and checkpoints do not change. Their speed is measured by `python benchmarks/bench.py --only gpu`
+on a GPU (none here)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import yaml
+from pytorch_lightning import Callback, Trainer
+from torch import nn
+
+from callbacks.channels_last import ChannelsLast
+from callbacks.compile_model import CompileModel
+
+from conftest import RECIPES
+
+
+class FirstConvProbe(Callback):
+    """Records the first conv's output (dtype, layout) during the first training step."""
+
+    def __init__(self) -> None:
+        self.seen: dict = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        conv = next(m for m in pl_module.modules() if isinstance(m, nn.Conv2d))
+
+        def hook(module, inputs, output):
+            self.seen.setdefault("dtype", output.dtype)
+            self.seen.setdefault("channels_last", output.is_contiguous(memory_format=torch.channels_last)
+                                 and not output.is_contiguous())
+        conv.register_forward_hook(hook)
+
+
+def fit_two_steps(pkg, callbacks, precision="32-true"):
+    torch.manual_seed(0)
+    model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16)
+    dm = pkg.ImageDataModule("digits", image_size=16, batch_size=32)
+    probe = FirstConvProbe()
+    trainer = Trainer(max_steps=2, limit_val_batches=0, callbacks=[*callbacks, probe], precision=precision, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=dm)
+    return model, probe.seen
+
+
+def test_bf16_recipe_autocasts_convolutions_and_keeps_float32_weights(pkg):
+    assert yaml.safe_load((RECIPES / "trainer/bf16.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
+    model, seen = fit_two_steps(pkg, [], precision="bf16-mixed")
+    assert seen["dtype"] == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    _, seen = fit_two_steps(pkg, [])
+    assert seen["dtype"] == torch.float32
+
+
+def test_channels_last_stores_nhwc_and_changes_no_value(pkg):
+    model, seen = fit_two_steps(pkg, [ChannelsLast()])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    # (with one input channel both layouts coincide, so only the wider convs can show the difference)
+    assert all(not c.weight.is_contiguous() for c in convs if c.in_channels > 1)
+    assert seen["channels_last"] is True
+    plain, seen_plain = fit_two_steps(pkg, [])
+    assert seen_plain["channels_last"] is False
+    # Same training, same values: two steps from the same seed end at the same weights.
+    assert plain.state_dict().keys() == model.state_dict().keys()
+    drift = max((plain.state_dict()[k].float() - v.float()).abs().max().item() for k, v in model.state_dict().items())
+    assert drift < 1e-4
+    with pytest.raises(ValueError, match="no 4-D weights"):
+        ChannelsLast().setup(None, nn.Linear(2, 2), "fit")
+
+
+def test_compile_compiles_in_place_and_keeps_the_checkpoint_keys(pkg):
+    torch._dynamo.reset()
+    eager_keys = set(pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16).state_dict())
+    compiled_cb = CompileModel(backend="eager")  # the tracing path of inductor without its C++ build (fast on CPU)
+    model, _ = fit_two_steps(pkg, [compiled_cb])
+    assert compiled_cb.compiled is model.backbone and model.backbone._compiled_call_impl is not None
+    assert set(model.state_dict()) == eager_keys  # no `_orig_mod.` prefixes: checkpoints load into eager models
+    eager = copy.deepcopy(model.backbone)
+    eager._compiled_call_impl = None
+    images = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(images), eager.eval()(images), atol=1e-5)
+    plain, _ = fit_two_steps(pkg, [])  # same two steps without compiling: same weights
+    drift = max((plain.state_dict()[k].float() - v.float()).abs().max().item() for k, v in model.state_dict().items())
+    assert drift < 1e-5
+    with pytest.raises(ValueError, match="CompileModel.mode='fast'.: use one of"):
+        CompileModel(mode="fast")
+    with pytest.raises(ValueError, match="CompileModel.backend='tensorrt-x'.: use one of"):
+        CompileModel(backend="tensorrt-x")
