@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import socket
 import struct
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,13 +28,31 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+def unreachable_server() -> str | None:
+    """Why the W&B server cannot be reached (a TCP connect within 3 s), or None if it can.
+
+    wandb itself waits WANDB_INIT_TIMEOUT (30 s here) and then some before giving up on a dead
+    server; a connect refused or timing out here sends the run offline at once. Skipped behind a
+    proxy, where only wandb's own request can tell.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=3):
+            return None
+    except OSError as error:
+        return f"W&B unreachable: {url.hostname}:{port}: {error.strerror or error}"
+
+
 class AutoWandbLogger(WandbLogger):
     """Lightning's `WandbLogger`, online when you are logged in and offline otherwise.
 
     Without an API key (`WANDB_API_KEY`, `wandb login`'s netrc entry) a plain WandbLogger would
     prompt or fail; this one logs offline and prints one line with the run folder and the
-    `wandb sync` command that uploads it later. If the server cannot be reached at start, the run
-    goes offline the same way instead of failing; once running, wandb uploads in a background
+    `wandb sync` command that uploads it later. If the server cannot be reached at start (a 3 s
+    connect check, then wandb's own WANDB_INIT_TIMEOUT), the run goes offline the same way instead of failing; once running, wandb uploads in a background
     process, so an outage never blocks a training step. `WANDB_MODE=offline|disabled` is respected.
 
     Example (in a config):
@@ -60,6 +79,8 @@ class AutoWandbLogger(WandbLogger):
             self._offline_reason = f"WANDB_MODE={mode}"
         elif offline is None and mode != "disabled" and not has_wandb_credentials():
             self._offline_reason = "no W&B login found; run `wandb login` or set WANDB_API_KEY to log online"
+        elif offline is None and mode != "disabled":
+            self._offline_reason = unreachable_server()
         if self._offline_reason:
             os.environ.setdefault("WANDB_SILENT", "true")  # our one line replaces wandb's banner
         else:
