@@ -54,16 +54,17 @@ def test_sigterm_saves_last_checkpoint_first(project, home, tmp_path):
     resume(project, tmp_path, env, saved["global_step"])
 
 
+def history(pkg, run_file: Path) -> list[dict]:
+    """The history rows ({metric: value}) of an offline W&B run file."""
+    loggers = importlib.import_module(f"{pkg.__name__}.loggers")
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            for record in loggers.read_offline_run(run_file) if record.WhichOneof("record_type") == "history"]
+
+
 def logged_metrics(pkg, cwd: Path) -> list[tuple[str, int]]:
     """(metric, step) of every history row of the run's offline `.wandb` file."""
-    loggers = importlib.import_module(f"{pkg.__name__}.loggers")
     (run_file,) = cwd.glob("runs/wandb/offline-run-*/run-*.wandb")
-    rows = []
-    for record in loggers.read_offline_run(run_file):
-        if record.WhichOneof("record_type") == "history":
-            items = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
-            rows += [(key, int(items.get("_step", -1))) for key in items if not key.startswith("_")]
-    return sorted(rows)
+    return sorted((key, int(row.get("_step", -1))) for row in history(pkg, run_file) for key in row if not key.startswith("_"))
 
 
 def test_unreachable_wandb_falls_back_to_offline_and_keeps_every_metric(pkg, project, home, tmp_path):
@@ -96,13 +97,15 @@ def die(where):
 
 
 class KillAt(Callback):
-    """SIGKILLs this process at one point of epoch `epoch`: mid-epoch, during validation, or while
-    a checkpoint's bytes are being written (half of them are on disk when it dies)."""
+    """SIGKILLs this process (on rank `rank` only, if given) at one point of epoch `epoch`: mid-epoch,
+    during validation, or while a checkpoint's bytes are being written (half of them are on disk)."""
 
-    def __init__(self, point: str, epoch: int = 2):
-        self.point, self.epoch = point, epoch
+    def __init__(self, point: str, epoch: int = 2, rank: int | None = None):
+        self.point, self.epoch, self.rank = point, epoch, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if self.point == "mid-epoch" and trainer.current_epoch == self.epoch and batch_idx == 1:
             die(f"after batch {batch_idx} of epoch {trainer.current_epoch}")
 
@@ -121,6 +124,14 @@ class KillAt(Callback):
 
             LocalFileOpener.write = write_half_then_die
 '''
+def env_with_kill_at(project: Path, home: Path, folder: Path) -> dict:
+    """The offline environment, with KillAt importable as `kill_at.KillAt`."""
+    (folder / "kill_at.py").write_text(KILL_AT)
+    env = offline_env(home, project)
+    env["PYTHONPATH"] += f":{folder}"
+    return env
+
+
 DETERMINISTIC = ["--trainer.max_epochs=4", "--trainer.deterministic=true"]
 # The default config, and one whose state lives in more places: snapshot cycles (the LR), EMA weights, ZCA statistics.
 RECIPE_SETS = {"default": [], "snapshot+ema+zca": ["ensemble/snapshot", "ensemble/ema", "preprocess/zca-whitening"]}
@@ -132,12 +143,8 @@ def recipe_args(project: Path, recipes: str) -> list[str]:
 
 def last_logged(pkg, cwd: Path, key: str) -> float:
     """The last value of `key` in the newest offline W&B run file (a resumed run writes a second one)."""
-    loggers = importlib.import_module(f"{pkg.__name__}.loggers")
     newest = max(cwd.glob("runs/wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
-    values = [json.loads(item.value_json) for record in loggers.read_offline_run(newest)
-              if record.WhichOneof("record_type") == "history" for item in record.history.item
-              if (item.key or "/".join(item.nested_key)) == key]
-    return values[-1]
+    return [row[key] for row in history(pkg, newest) if key in row][-1]
 
 
 def final_state(pkg, cwd: Path) -> dict:
@@ -173,9 +180,7 @@ def uninterrupted(pkg, project, tmp_path_factory):
 @pytest.mark.parametrize(("point", "recipes"), [("mid-epoch", "default"), ("validation", "default"),
                                                 ("checkpoint-save", "default"), ("mid-epoch", "snapshot+ema+zca")])
 def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(pkg, project, home, tmp_path, uninterrupted, point, recipes):
-    (tmp_path / "kill_at.py").write_text(KILL_AT)
-    env = offline_env(home, project)
-    env["PYTHONPATH"] += f":{tmp_path}"
+    env = env_with_kill_at(project, home, tmp_path)
     killer = json.dumps({"class_path": "kill_at.KillAt", "init_args": {"point": point}})
     args = recipe_args(project, recipes)
     killed = subprocess.run(fit_command(project, *args, f"--trainer.callbacks+={killer}"), cwd=tmp_path, env=env,
@@ -217,30 +222,9 @@ def test_bad_value_prints_one_message_and_no_traceback(project, home, tmp_path, 
 
 
 # -- a DDP worker dies: rank 0 ends with one message, quickly, checkpoints intact ----------------------
-KILL_RANK = '''
-import os
-import signal
-
-from pytorch_lightning import Callback
-
-
-class KillRank(Callback):
-    """SIGKILLs rank `rank` after batch 1 of epoch 1 (rank 0 goes on until its next collective)."""
-
-    def __init__(self, rank: int = 1):
-        self.rank = rank
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_rank == self.rank and trainer.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-'''
-
-
 def test_ddp_worker_that_dies_ends_the_job_with_a_message_and_intact_checkpoints(project, home, tmp_path):
-    (tmp_path / "kill_rank.py").write_text(KILL_RANK)
-    env = offline_env(home, project)
-    env["PYTHONPATH"] += f":{tmp_path}"
-    killer = json.dumps({"class_path": "kill_rank.KillRank"})
+    env = env_with_kill_at(project, home, tmp_path)
+    killer = json.dumps({"class_path": "kill_at.KillAt", "init_args": {"point": "mid-epoch", "epoch": 1, "rank": 1}})
     # The default config (W&B logger) with the DDP recipe on 2 CPU processes.
     command = fit_command(project, f"--config={project / 'recipes/trainer/ddp.yaml'}", "--trainer.accelerator=cpu",
                           "--trainer.devices=2", "--trainer.max_epochs=3", f"--trainer.callbacks+={killer}")

@@ -195,7 +195,6 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         self._device_data: tuple[torch.Tensor, torch.Tensor] | None = None
         if corrupt_images not in datasets.CORRUPT_IMAGES:
             raise ValueError(f"data.corrupt_images={corrupt_images!r}: use one of {', '.join(datasets.CORRUPT_IMAGES)}.")
-        self.corrupt_images = corrupt_images
         self.skipped_images: frozenset[Path] = frozenset()
         if dataset == "imagefolder":
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit

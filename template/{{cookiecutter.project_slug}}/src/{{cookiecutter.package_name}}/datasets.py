@@ -7,6 +7,7 @@ user asked for a download.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,9 +191,8 @@ def unreadable_images(root: Path) -> tuple[list[Path], int]:
 
 def check_images(root: Path, corrupt_images: str) -> frozenset[Path]:
     """The unreadable images under `root` to leave out (`skip`, with one warning that counts them),
-    or a DataNotFoundError naming them (`error`)."""
-    if not root.is_dir():
-        return frozenset()
+    or a DataNotFoundError naming them (`error`). Paths as found under `root`: the loaders build theirs
+    the same way, so membership is a plain comparison (no per-file `resolve`)."""
     bad, checked = unreadable_images(root)
     if not bad:
         return frozenset()
@@ -202,13 +202,11 @@ def check_images(root: Path, corrupt_images: str) -> frozenset[Path]:
             f"{len(bad)} of {checked} image files under {root.resolve()} cannot be read: {listing}. Delete or replace "
             "them, or set data.corrupt_images=skip to train without them."
         )
-    import warnings
-
     warnings.warn(
         f"Skipping {len(bad)} of {checked} image files under {root.resolve()} that cannot be read: {listing}. "
         "Delete or replace them (data.corrupt_images=error stops instead).", stacklevel=2,
     )
-    return frozenset(p.resolve() for p in bad)
+    return frozenset(bad)
 
 
 def load_rgb(path: str):
@@ -229,10 +227,10 @@ def check_classes_have_images(root: Path, classes: list[str], skip: frozenset[Pa
     """Every class folder of every split holds at least one usable image (checked when the
     DataModule is built, so the message comes before any run folder or W&B run exists)."""
     train_root = image_folder_root(root)
-    folders = [train_root] + [root / s for s in ("val", "test") if train_root != root and (root / s).is_dir()]
+    folders = [train_root] + [root / s for s in ("val", "test") if (root / s).is_dir()]
     for folder in folders:
         empty = [c for c in classes if not any(
-            p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip for p in (folder / c).iterdir())]
+            p.suffix.lower() in IMAGE_SUFFIXES and p not in skip for p in (folder / c).iterdir())]
         if empty:
             raise DataNotFoundError(
                 f"{folder.resolve()} has no usable images in class folder(s) {', '.join(empty)}. Each class needs a "
@@ -244,7 +242,7 @@ def _image_folder(path: Path, skip: frozenset[Path] = frozenset()):
     from torchvision.datasets import ImageFolder
 
     def usable(file: str) -> bool:
-        return Path(file).suffix.lower() in IMAGE_SUFFIXES and Path(file).resolve() not in skip
+        return Path(file).suffix.lower() in IMAGE_SUFFIXES and Path(file) not in skip
 
     try:
         return ImageFolder(str(path), loader=load_rgb, is_valid_file=usable)
@@ -275,7 +273,7 @@ def image_folder_classes(root: Path) -> list[str]:
         )
     for split in ("val", "test"):  # checked now, before any run starts, not when the splits load
         folder = root / split
-        if train_root != root and folder.is_dir():
+        if folder.is_dir():  # load_image_folder reads root/val and root/test whenever they exist
             split_classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "masks")
             if split_classes != classes:
                 raise DataNotFoundError(
@@ -297,13 +295,6 @@ def load_image_folder(root: Path, val_fraction: float, test_fraction: float, see
     train = parts.pop(0)
     val = _image_folder(root / "val", skip) if has_val else parts.pop(0)
     test = _image_folder(root / "test", skip) if has_test else parts.pop(0)
-    for name, split in (("val", val), ("test", test)):
-        split_classes = getattr(split, "classes", None)
-        if split_classes is not None and split_classes != classes:
-            raise DataNotFoundError(
-                f"{(root / name).resolve()} has classes {split_classes} but train has {classes}: "
-                "give every split the same class folders."
-            )
     return Splits(train, val, test, classes)
 
 
@@ -320,7 +311,7 @@ class MaskedImageFolder(Dataset):
         missing = []
         for label, name in enumerate(classes):
             for image in sorted(p for p in (self.folder / name).iterdir()
-                                if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip):
+                                if p.suffix.lower() in IMAGE_SUFFIXES and p not in skip):
                 masks = [m for m in (self.folder / "masks" / name).glob(image.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
                 if not masks:
                     missing.append(image)

@@ -24,7 +24,8 @@ def weights_are_finite(module: torch.nn.Module) -> bool:
 
 def collect_rng_states() -> dict[str, Any]:
     """The RNG states a training step draws from (torch CPU/CUDA, Python, NumPy), as plain tensors
-    and tuples so that `torch.load(weights_only=True)` reads them back."""
+    and tuples so that `torch.load(weights_only=True)` reads them back. (Lightning's private
+    `_collect_rng_states` keeps NumPy's state as an ndarray, which weights-only loading refuses.)"""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
