@@ -70,7 +70,8 @@ def lightning_fit(pkg, config: Path, epochs: int, extra: list[str], target: floa
     """`lightning fit --config default.yaml` in-process, with an epoch timer added."""
     cli_module = importlib.import_module(f"{pkg.__name__}.cli")
     with contextlib.redirect_stdout(io.StringIO()):
-        cli = cli_module.CLI(args=[f"--config={config}", f"--trainer.max_epochs={epochs}", *extra], run=False)
+        # max_epochs last: a recipe in `extra` (trainer/cifar10-fast sets 30) must not override the benchmark's count.
+        cli = cli_module.CLI(args=[f"--config={config}", *extra, f"--trainer.max_epochs={epochs}"], run=False)
         timer = EpochTimer()
         timer.target = target
         cli.trainer.callbacks.append(timer)
@@ -270,6 +271,10 @@ def bench_gpu(pkg, project: Path, repeats: int, epochs: int, quick: bool) -> lis
     has_cifar = (Path("data") / "cifar-10-batches-py").is_dir()
     dataset = "cifar10" if has_cifar else "digits"
     limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"] if quick else []
+    # --quick on a CPU checks the wiring in seconds: a narrow network (bf16 convolutions run ~12x slower on a CPU
+    # than float32, and cifar10-fast's 64-128-256 net at bf16 takes minutes there).
+    widths, convs = ([8, 16, 32], 1) if quick and not torch.cuda.is_available() else ([64, 128, 256], 2)
+    network = [f'--model.backbone_options={{"widths": {widths}, "convs_per_stage": {convs}}}']
     common = [recipe["logger/csv"], f"--data.dataset={dataset}", "--data.num_workers=0", "--trainer.enable_progress_bar=false",
               "--trainer.enable_model_summary=false", "--data.download=false", *limits]
 
@@ -288,7 +293,10 @@ def bench_gpu(pkg, project: Path, repeats: int, epochs: int, quick: bool) -> lis
         rows.append(figure(f"GPU path, epoch time on {dataset}: {name}", "with", a, "without", b, "< 1.0 on a GPU"))
         print(f"  {name}: {rows[-1]['ratio_a_over_b']:.3f}", flush=True)
     target, fast_epochs, batch = (0.3, 2, 32) if quick else (0.94, 30, 512)
-    fast = [recipe["trainer/cifar10-fast"], *common, f"--data.batch_size={batch}"]  # common overrides the recipe's dataset
+    fast_batches = 4 if quick else None  # one-cycle needs a few steps per phase
+    fast = [recipe["trainer/cifar10-fast"], *common, *network, f"--data.batch_size={batch}"]  # common overrides the recipe's dataset
+    if quick:
+        fast.append(f"--trainer.limit_train_batches={fast_batches}")
     if dataset != "cifar10":
         fast.append("--data.allow_identity_changing=true")  # digits refuse flips (A7); quick mode only checks the wiring
 
@@ -296,7 +304,8 @@ def bench_gpu(pkg, project: Path, repeats: int, epochs: int, quick: bool) -> lis
         return (timer.reached_at or float("inf")) - timer.starts[0]
 
     ours, plain = alternate(lambda: seconds(lightning_fit(pkg, config, fast_epochs, fast, target)),
-                            lambda: seconds(plain_fast_loop(pkg, dataset, fast_epochs, target, 3 if quick else None, batch)),
+                            lambda: seconds(plain_fast_loop(pkg, dataset, fast_epochs, target, fast_batches, batch,
+                                                            widths, convs)),
                             repeats)
     rows.append(figure(f"trainer/cifar10-fast: seconds to {target:.0%} validation accuracy on {dataset}",
                        "lightning fit", ours, "plain PyTorch loop", plain, "<= 1.1"))
@@ -305,7 +314,8 @@ def bench_gpu(pkg, project: Path, repeats: int, epochs: int, quick: bool) -> lis
     return rows
 
 
-def plain_fast_loop(pkg, dataset: str, epochs: int, target: float, limit_batches: int | None, batch: int = 512) -> EpochTimer:
+def plain_fast_loop(pkg, dataset: str, epochs: int, target: float, limit_batches: int | None, batch: int = 512,
+                    widths: list[int] | None = None, convs_per_stage: int = 2) -> EpochTimer:
     """The `trainer/cifar10-fast` recipe written by hand: same network, data split, augmentation
     (flip + pad-crop on the device), bf16 autocast, channels_last, SGD + one-cycle, label smoothing."""
     backbones = importlib.import_module(f"{pkg.__name__}.backbones")
@@ -320,7 +330,7 @@ def plain_fast_loop(pkg, dataset: str, epochs: int, target: float, limit_batches
     mean, std = (torch.as_tensor(v, device=device, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
     val = [(x.to(device), y.to(device)) for x, y in dm.val_dataloader()]
     model = backbones.build_backbone("sized_convnet", dm.num_channels, dm.num_classes, dm.image_size,
-                                     widths=[64, 128, 256], convs_per_stage=2).to(device, memory_format=torch.channels_last)
+                                     widths=widths or [64, 128, 256], convs_per_stage=convs_per_stage).to(device, memory_format=torch.channels_last)
     steps_per_epoch = min(-(-len(images) // batch), limit_batches or 10**9)
     opt = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=epochs * steps_per_epoch, pct_start=0.25,

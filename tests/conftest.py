@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -57,11 +58,22 @@ def pkg(project):
     return importlib.import_module(TEST_PACKAGE)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """TEST_ORDER=reverse or TEST_ORDER=random:<seed> runs the suite in another order: no test may
+    depend on what an earlier one left behind."""
+    order = os.environ.get("TEST_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("random"):
+        random.Random(int(order.partition(":")[2] or 0)).shuffle(items)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
-    """The effect tests train tiny nets: one thread beats two threads fighting over 2 cores."""
+    """The effect tests train tiny nets: one thread beats two threads fighting over 2 cores.
+    TEST_TORCH_THREADS=2 runs them with another count: no effect may hinge on it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("TEST_TORCH_THREADS", "1")))
     yield
     torch.set_num_threads(threads)
 

@@ -30,16 +30,42 @@ def test_A7_digits_refuse_identity_changing_transforms_unless_forced(pkg):
     pkg.ImageDataModule("shapes", augment=[v2.RandomHorizontalFlip(), v2.RandomRotation(180)])  # no rule there
 
 
+def train_until(model: torch.nn.Module, dm, target: float, max_epochs: int = 40) -> float:
+    """Seeded SGD on the training split until the validation accuracy reaches `target`; returns it.
+
+    The audit's assertions need a model that has learnt the digits, not a model after a fixed number
+    of epochs: how far a short run gets depends on the CPU, the thread count and the test order, so
+    the fixture trains to a threshold and fails (naming it) only if the model cannot get there."""
+    dm.setup("fit")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    accuracy = 0.0
+    for _ in range(max_epochs):
+        model.train()
+        for images, labels in dm.train_dataloader():
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            hits = [(model(x).argmax(-1) == y).float() for x, y in dm.val_dataloader()]
+        accuracy = float(torch.cat(hits).mean())
+        if accuracy >= target:
+            break
+    return accuracy
+
+
 @pytest.fixture(scope="module")
 def trained_digits(pkg, tmp_path_factory):
-    """A small net trained on digits for a few epochs, its checkpoint and the run's config."""
+    """A small net trained on digits to >= 95% validation accuracy, its checkpoint and the run's config."""
     folder = tmp_path_factory.mktemp("audit")
     torch.manual_seed(0)
-    dm = pkg.ImageDataModule("digits", image_size=16)
+    dm = pkg.ImageDataModule("digits", image_size=16, num_workers=0)
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16, backbone_options={"widths": [16, 32]})
-    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    accuracy = train_until(model, dm, target=0.95)
+    assert accuracy >= 0.95, f"the audit's fixture model reached only {accuracy:.3f} validation accuracy"
+    trainer = Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=folder, limit_val_batches=0)
-    trainer.fit(model, dm)
+    trainer.fit(model, dm)  # attaches the trainer so save_checkpoint writes the module's hyperparameters
     run = folder / "runs" / "audit" / "run1"
     (run / "checkpoints").mkdir(parents=True)
     trainer.save_checkpoint(run / "checkpoints" / "best.ckpt")

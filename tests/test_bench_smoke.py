@@ -16,7 +16,7 @@ def test_bench_quick_mode_writes_every_figure_with_its_spread(tmp_path):
     home.mkdir()
     env = offline_env(home)
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--out", str(out)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())["figures"]
     names = " | ".join(f["figure"] for f in figures)

@@ -58,7 +58,9 @@ def test_non_default_answers(tmp_path, answers):
     logger = {"wandb": "AutoWandbLogger", "csv": "CSVLogger", "tensorboard": "TensorBoardLogger"}
     assert config["trainer"]["logger"]["class_path"] == logger[answers.get("logger", "wandb")]
     pyproject = (project / "pyproject.toml").read_text()
-    assert ('"tensorboard' in pyproject) == (answers.get("logger") == "tensorboard")
+    dependencies = pyproject.split("[project.optional-dependencies]")[0]  # tensorboard is an extra of every project
+    assert ('"tensorboard' in dependencies) == (answers.get("logger") == "tensorboard")
+    assert 'tensorboard = ["tensorboard' in pyproject
     assert f'lightning = "{package}.cli:lightning_main"' in pyproject
     if "wandb_entity" in answers:
         assert config["trainer"]["logger"]["class_path"] == "CSVLogger"  # csv picked: no W&B section

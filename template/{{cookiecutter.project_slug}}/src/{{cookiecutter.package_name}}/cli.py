@@ -8,6 +8,7 @@ Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the sa
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import pickle
 import re
 import sys
@@ -27,8 +28,6 @@ from .datamodule import ImageDataModule
 from .module import ImageClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved config in the run's own folder and makes it the logger's run config.
 
@@ -78,6 +77,30 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
             raise SystemExit(
                 f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
             )
+
+
+REQUIRES = re.compile(r"^# requires: *([\w-]+)", re.MULTILINE)
+
+
+def config_files_in(argv: list[str]) -> list[Path]:
+    """The files given with --config / -c on a command line."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            files.append(arg.partition("=")[2])
+        elif arg in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+    return [Path(f) for f in files]
+
+
+def check_recipe_requirements(config_files: list[Path]) -> None:
+    """A recipe that needs an optional package (`# requires: <extra>`, the project's extra of that
+    name, e.g. logger/tensorboard) stops here, before the config is parsed, naming what to install."""
+    for name, path in active_recipes([p for p in config_files if p.is_file()]).items():
+        for extra in REQUIRES.findall(path.read_text()) if path.is_file() else ():
+            if importlib.util.find_spec(extra) is None:
+                raise SystemExit(f"error: recipe {name} needs the {extra} package, which is not installed. "
+                                 f"This project installs it with: pip install -e '.[{extra}]'")
 
 
 def drop_logging_callbacks(specs):
@@ -146,6 +169,12 @@ class CLI(LightningCLI):
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list):
+            check_recipe_requirements(config_files_in(argv))
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.image_size", "model.image_size")
