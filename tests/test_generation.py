@@ -24,7 +24,7 @@ def expected_files(package: str) -> set[str]:
     files = {p.replace("{{cookiecutter.package_name}}", package) for p in files_of(TEMPLATE)}
     files |= {f"recipes/{r}.yaml" for r in all_recipes()}
     files |= {f"src/{package}/callbacks/{p.name}" for p in (REPO / "callbacks").glob("*.py")}
-    return files
+    return files | {".cookiecutter.json"}  # the answers, for template updates
 
 
 def test_default_answers_give_the_exact_file_set(tmp_path):
@@ -164,3 +164,35 @@ def test_readme_lists_exactly_the_recipes_in_the_folder():
     readme = (REPO / "README.md").read_text()
     table = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "/" in line.split("`")[1]}
     assert table == set(all_recipes())
+
+
+def test_template_update_with_the_saved_answers_keeps_them_and_the_users_files(tmp_path):
+    """The README's update path: regenerate over the project with `.cookiecutter.json` (the answers)."""
+    source = copy_of_this_repo(tmp_path)
+    out = tmp_path / "out"
+    create = [*COOKIECUTTER, "--no-input", "-o", str(out), str(source), "project_name=Up Test", "recipes=ensemble/ema"]
+    assert subprocess.run(create, capture_output=True, text=True, env=offline_env(tmp_path)).returncode == 0
+    project = out / "up-test"
+    (project / "notes.txt").write_text("mine")
+    (source / "recipes" / "logger" / "later.yaml").write_text("# logger/later — a recipe added to the template later\n")
+    update = [*COOKIECUTTER, "--replay-file", ".cookiecutter.json", "--overwrite-if-exists", "--output-dir", "..",
+              "--directory", "template", str(source)]
+    result = subprocess.run(update, cwd=project, capture_output=True, text=True, env=offline_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "recipes" / "logger" / "later.yaml").is_file()
+    assert (project / "notes.txt").read_text() == "mine"
+    assert (project / "src" / "up_test" / "cli.py").is_file() and not (out / "my-cnn").exists()
+    assert "# Recipes merged at generation: ensemble/ema" in (project / "configs" / "default.yaml").read_text()
+
+
+def test_generated_project_passes_its_own_lint_hook(tmp_path):
+    """What `pre-commit run --all-files` runs in a generated project: ruff with the project's own config."""
+    project = generate(tmp_path, recipes="regularize/max-norm")
+    hook = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"][0]
+    assert hook["entry"].startswith("ruff check")
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run([str(ruff), *hook["entry"].split()[1:], "."], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    steps = " ".join(str(step.get("run", "")) for step in workflow["jobs"]["test"]["steps"])
+    assert 'pip install -e ".[test,dev]"' in steps and "pre-commit run --all-files" in steps and "pytest" in steps

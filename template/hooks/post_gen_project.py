@@ -6,6 +6,8 @@ The picked recipes are merged into `configs/default.yaml`, exactly as `--config`
 """
 
 import itertools
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +15,11 @@ from pathlib import Path
 import yaml
 
 REPO_DIR = Path("""{{ cookiecutter._repo_dir }}""")
+if not REPO_DIR.is_absolute():  # a template given as a relative path: relative to where cookiecutter was started
+    REPO_DIR = Path(os.environ.get("PWD", ".")) / REPO_DIR
+# The answers, saved in the project so a later template version can be applied with the same ones
+# (`cookiecutter --replay-file .cookiecutter.json ...`, see the project's README).
+ANSWERS = json.loads("""{{ cookiecutter | jsonify }}""")
 PACKAGE = "{{ cookiecutter.package_name }}"
 PICKED = [r.strip().removesuffix(".yaml") for r in """{{ cookiecutter.recipes }}""".split(",") if r.strip()]
 
@@ -33,11 +40,13 @@ def merge_recipe(config: dict, recipe: dict) -> dict:
 
 def main() -> None:
     project = Path.cwd()
-    shutil.copytree(REPO_DIR.parent / "recipes", project / "recipes")
+    shutil.copytree(REPO_DIR.parent / "recipes", project / "recipes", dirs_exist_ok=True)  # exists on an update
     callbacks = project / "src" / PACKAGE / "callbacks"
     callbacks.mkdir(parents=True, exist_ok=True)
     for source in sorted((REPO_DIR.parent / "callbacks").glob("*.py")):
         shutil.copy2(source, callbacks / source.name)
+    kept = {k: v for k, v in ANSWERS.items() if not k.startswith("_") or k in ("_copy_without_render", "_template")}
+    (project / ".cookiecutter.json").write_text(json.dumps({"cookiecutter": kept}, indent=2) + "\n")
     if PICKED:
         default = project / "configs" / "default.yaml"
         text = default.read_text()
