@@ -1,4 +1,4 @@
-"""Images/s of the three training data paths (issue 3, "Speed"), measured side by side in one run.
+"""Images/s of the three training data paths (the "Speed" tricks), measured side by side in one run.
 
     python benchmarks/data_path.py            # digits at 32x32, 2 threads, table + build/bench/data_path.json
     python benchmarks/data_path.py --quick    # a few batches: checks the script, not the machine (the tests run it)

@@ -1,4 +1,4 @@
-"""Studies: the lecture's claims reproduced on the embedded digits data, one figure and one table each (issue 10).
+"""Studies: the lecture's claims reproduced on the embedded digits data, one figure and one table each.
 
     make studies                                   # all six, into docs/studies/
     make study NAME=init                           # one of: init activations regularization lr augmentation ensembles
@@ -281,7 +281,7 @@ def study_init(env: Env, out: Path) -> None:
                 if first["calibrated (I3)"][0] == "never" and not env.reduced else ""))
     body = table(["depth", "init", "loss epoch 1", f"loss epoch {epochs}", "first epoch < 0.9·ln10", "test acc"], rows)
     write(out, "init", "Initialization (I1–I4): deep plain ReLU nets without BatchNorm",
-          "He et al. 2015 (the seed's figure): in a deep plain ReLU net, He init (variance 2/n) converges, and starts "
+          "He et al. 2015 (the lecture's figure): in a deep plain ReLU net, He init (variance 2/n) converges, and starts "
           "converging earlier than the calibrated/Xavier init (variance 1/n); at 30 layers the latter stalls. Zero init "
           "keeps all units identical, small random init (0.001·N(0,1)) shrinks the signal to nothing: neither learns.",
           f"SizedConvNet widths [16, 32], {depths[0]} and {depths[1]} layers (3×3 convs + the linear classifier), no "
@@ -323,7 +323,7 @@ def study_activations(env: Env, out: Path) -> None:
     much = faster and all((r or math.inf) >= 2 * relu_at for r in saturating.values())  # "much faster": 2x at least
     held = (f"{'**Yes**' if much else '**Partly**' if faster else '**No**'} — epochs to val acc {target}: sigmoid {ratio('sigmoid (F1)')} and "
             f"tanh {ratio('tanh (F2)')} ReLU's. Criterion: every ReLU-family activation reaches {target} before "
-            "sigmoid and tanh do (Partly), and ReLU at least 2× sooner than both (Yes). The seed's ~6× (Krizhevsky et al., CIFAR-10) is a different net and data: compare "
+            "sigmoid and tanh do (Partly), and ReLU at least 2× sooner than both (Yes). The lecture's ~6× (Krizhevsky et al., CIFAR-10) is a different net and data: compare "
             "the ratio, not the number." + (
                 " Early on the order differs: tanh reaches val acc 0.5 before ReLU does (epoch "
                 f"{half['tanh (F2)']} vs {half['ReLU (F3)'] or f'> {epochs}'}), so the advantage shows late, not from the start."
@@ -331,7 +331,7 @@ def study_activations(env: Env, out: Path) -> None:
     image = env.plot(series, f"validation accuracy per epoch (target {target})", "epoch", "val acc")
     write(out, "activations", "Activation functions (F1–F7): how fast each one trains",
           "The ReLU family (ReLU, Leaky ReLU, PReLU, RReLU, Maxout) converges much faster than sigmoid/tanh "
-          "(the seed: ~6×).",
+          "(the lecture: ~6×).",
           f"SizedConvNet widths [16, 32], 2 convs per stage, no BatchNorm (BN would hide saturation), PyTorch's default "
           f"init, {env.image_size}×{env.image_size} digits, SGD LR 0.02 momentum 0.9, batch 64, {epochs} epochs, seed 0; the swap is the callback "
           "of `recipes/activation/<name>.yaml`.",
@@ -389,7 +389,7 @@ def study_regularization(env: Env, out: Path) -> None:
                 "regularization's); the paper's MLPs with large LRs push norms up to c." if largest["none"] < bound else ""))
     image = env.plot(series, f"validation error per epoch (mean of {len(seeds)} seeds), "
                                           f"{subset} training images", "epoch", "val error")
-    write(out, "regularization", "Regularization (R1–R5): the seed's table on a small training subset",
+    write(out, "regularization", "Regularization (R1–R5): the lecture's table on a small training subset",
           "Srivastava et al. 2014, Table 9 (MNIST): test error L2 1.62 %, L2 + L1 1.60 %, max-norm 1.35 %, dropout + "
           "L2 1.25 %, dropout + max-norm 1.05 %: max-norm beats L2, dropout helps on top, dropout + max-norm is best.",
           f"SizedConvNet widths [16, 32, 64], 2 convs per stage, BatchNorm (a first run without it, 300 images, LR 0.05, "
@@ -491,16 +491,16 @@ def study_augmentation(env: Env, out: Path) -> None:
                           "IDENTITY-CHANGING" if r.flagged else "ok", "yes" if r.declared else ""] for r in audit_rows])
     means = {k: 1 - statistics.fmean(v) for k, v in results.items()}
     spread = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in results.items()}
-    # "Helps" only beyond the seeds' noise: the gain must exceed the larger of the two stds.
+    # "Helps" only beyond the noise across seeds: the gain must exceed the larger of the two stds.
     better = [k for k in means if k != "none" and means[k] - means["none"] > max(spread[k], spread["none"])]
     flagged = {r.transform for r in audit_rows if r.flagged}
     flip_flagged = any("flip" in t.lower() and ("A1" in t or "horizontal" in t) for t in flagged)
     held = (f"{'**Yes.**' if better and flip_flagged else '**Partly.**' if better or flip_flagged else '**No.**'} "
             f"{len(better)} of {len(means) - 1} augmentation recipes beat no augmentation ({means['none'] * 100:.2f} %) by "
-            "more than the seeds' std "
+            "more than the std across seeds "
             f"({', '.join(better) or 'none'}); the audit (auditor model, clean val acc {clean:.3f}) flags: "
             f"{', '.join(sorted(flagged)) or 'nothing'}. Criterion: at least one recipe helps and the audit flags the "
-            "horizontal flip (which changes what a digit shows: the seed's \"be careful\", A7); the flip alone: Partly. The seeds' std reaches "
+            "horizontal flip (which changes what a digit shows: the lecture's \"be careful\", A7); the flip alone: Partly. The std across seeds reaches "
             f"{max(statistics.stdev(v) for v in results.values()) * 100 if len(seeds) > 1 else 0:.1f} points: differences "
             "smaller than that do not separate the recipes." + (
                 " The audit also flags pad + crop: 4 pixels is the CIFAR (32×32) setting; on 16×16 digits it moves a "

@@ -1,4 +1,4 @@
-"""Trick callbacks: one file per trick, each naming its TRICKS.md ID in the docstring.
+"""Trick callbacks: one file per trick, each naming its trick ID (docs/tricks.md in the template repository) in the docstring.
 
 Every module here lists its public classes in `__all__`; they are collected below so that the
 project's CLI (and recipes, by short class name) can find them without this file being edited

@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 @dataclass
 class Finding:
-    """One diagnosis: which trick saw it (`source`, a TRICKS.md ID), what it saw, what to do."""
+    """One diagnosis: which trick saw it (`source`, a trick ID of docs/tricks.md), what it saw, what to do."""
 
     source: str
     verdict: str

@@ -1,4 +1,4 @@
-"""Shared core of the initialization callbacks (TRICKS.md I1-I4, orthogonal, LSUV).
+"""Shared core of the initialization callbacks (tricks I1-I4 of docs/tricks.md, orthogonal, LSUV).
 
 Which layers an init scheme touches, and when:
     - Conv1d/2d/3d and Linear layers (weights by the scheme, biases to zero); norm layers, PReLU

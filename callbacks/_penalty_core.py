@@ -1,4 +1,4 @@
-"""Shared core of the L1/L2 weight-penalty callbacks (TRICKS.md R1-R3).
+"""Shared core of the L1/L2 weight-penalty callbacks (tricks R1-R3 of docs/tricks.md).
 
 The penalty is added to the gradients, not to the loss: in `on_before_optimizer_step` (after
 backward, after gradient accumulation and AMP unscaling, before clipping and the step) each

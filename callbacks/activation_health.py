@@ -1,6 +1,6 @@
 """F8 — Activation health: dead ReLUs, saturated sigmoid/tanh, vanishing/exploding gradients, per layer.
 
-Seed: "Practical suggestions: use ReLU, be careful with your learning rates (dead ReLUs); never use
+Lecture: "Practical suggestions: use ReLU, be careful with your learning rates (dead ReLUs); never use
 sigmoid (saturates, kills gradients)"; with the initialization slides (I1: all-zero init makes
 every unit compute the same thing; I2: small random weights diminish the gradient signal).
 

@@ -1,7 +1,7 @@
 """F1–F7 — Activation swap: replace every activation of any backbone by sigmoid, tanh, ReLU, Leaky ReLU,
-PReLU, RReLU (the seed's), Maxout, or ELU/GELU/SiLU, by model surgery before training.
+PReLU, RReLU (Xu et al.'s, as the lecture gives it), Maxout, or ELU/GELU/SiLU, by model surgery before training.
 
-Seed: "Activation functions" (sigmoid, tanh, ReLU, Leaky ReLU, Parametric ReLU, Randomized ReLU, Maxout;
+Lecture: "Activation functions" (sigmoid, tanh, ReLU, Leaky ReLU, Parametric ReLU, Randomized ReLU, Maxout;
 "use ReLU, try Leaky ReLU / Maxout, try tanh but don't expect much, never use sigmoid").
 
 Card:
@@ -11,7 +11,7 @@ Card:
             sigmoid -> nn.Sigmoid          tanh -> nn.Tanh            relu -> nn.ReLU
             leaky_relu -> nn.LeakyReLU(negative_slope)
             prelu -> nn.PReLU(num_parameters=channels, init=prelu_init): one learned slope per channel
-            rrelu -> SeedRReLU(lower, upper) (seed_rrelu.py; NOT torch.nn.RReLU, see there why)
+            rrelu -> XuRReLU(lower, upper) (xu_rrelu.py; NOT torch.nn.RReLU, see there why)
             maxout -> Maxout(pieces) (maxout.py) after the preceding Conv2d/Linear (and BatchNorm)
                       widened k times
             elu -> nn.ELU                  gelu -> nn.GELU            silu -> nn.SiLU
@@ -58,7 +58,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from .maxout import Maxout
-from .seed_rrelu import SeedRReLU
+from .xu_rrelu import XuRReLU
 
 __all__ = ["ActivationSwap", "CallSiteActivations", "activation_factory", "swap_activations", "swap_to_maxout"]
 
@@ -67,7 +67,7 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "rrelu", "maxou
 # Sigmoid and Tanh are left out on purpose: in torchvision they gate (squeeze-excitation), they are not
 # the hidden nonlinearity. Pass `targets` to swap them too.
 DEFAULT_TARGETS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, SeedRReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, XuRReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
     nn.Mish, nn.Hardswish,
 )
 
@@ -96,7 +96,7 @@ def activation_factory(
         "tanh": nn.Tanh,
         "relu": nn.ReLU,
         "leaky_relu": partial(nn.LeakyReLU, negative_slope),
-        "rrelu": partial(SeedRReLU, rrelu_lower, rrelu_upper, rrelu_sample),
+        "rrelu": partial(XuRReLU, rrelu_lower, rrelu_upper, rrelu_sample),
         "elu": nn.ELU,
         "gelu": nn.GELU,
         "silu": nn.SiLU,
@@ -359,8 +359,8 @@ class ActivationSwap(Callback):
             (the modules they map to are listed in this file's docstring).
         negative_slope: Leaky ReLU's fixed slope.
         prelu_init: PReLU's initial slope (He et al. use 0.25).
-        rrelu_lower, rrelu_upper: the seed's l and u: training slope 1/a, a ~ U(l, u); test slope 2/(l+u).
-        rrelu_sample: "channel" (one a per example and channel, the seed's a_ji) or "element".
+        rrelu_lower, rrelu_upper: Xu et al.'s l and u: training slope 1/a, a ~ U(l, u); test slope 2/(l+u).
+        rrelu_sample: "channel" (one a per example and channel, Xu et al.'s a_ji) or "element".
         maxout_pieces: k, the pieces per maxout unit.
 
     The model's `example_input_array` drives the shape probe (channel counts, shared modules).
@@ -386,7 +386,7 @@ class ActivationSwap(Callback):
             raise ValueError(f"ActivationSwap(negative_slope={negative_slope}): use a slope >= 0, e.g. 0.01.")
         if not isinstance(maxout_pieces, int) or maxout_pieces < 2:
             raise ValueError(f"ActivationSwap(maxout_pieces={maxout_pieces}): use an integer >= 2, e.g. 2.")
-        SeedRReLU(rrelu_lower, rrelu_upper, rrelu_sample)  # validates l, u and the sampling mode with its message
+        XuRReLU(rrelu_lower, rrelu_upper, rrelu_sample)  # validates l, u and the sampling mode with its message
         self.activation = activation
         self.maxout_pieces = maxout_pieces
         self.factory = None if activation == "maxout" else activation_factory(

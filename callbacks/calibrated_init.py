@@ -1,6 +1,6 @@
 """I3 — Calibrated variances: w = randn(n) / sqrt(n), n = fan-in; output variance stays put.
 
-Seed: "Calibrating the variances with 1/sqrt(n)" (CS231n notes; LeCun et al. 1998, the "Xavier"
+Lecture: "Calibrating the variances with 1/sqrt(n)" (CS231n notes; LeCun et al. 1998, the "Xavier"
 fan-in form of Glorot & Bengio 2010): a unit's output variance grows with its number of inputs,
 so dividing by sqrt(fan_in) keeps it equal to the input variance in a linear (or tanh) stack.
 

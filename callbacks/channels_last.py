@@ -1,6 +1,6 @@
 """Speed — channels_last: the model's 4-D weights, and so its activations, stored NHWC.
 
-Seed: none (the lecture predates it); issue 9's GPU path. Composer ships the same trick as its
+Lecture: none (it predates this trick); a GPU speed trick. Composer ships the same trick as its
 `ChannelsLast` algorithm; Lightning has no switch for it, hence this callback.
 
 Card:

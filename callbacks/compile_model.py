@@ -1,6 +1,6 @@
 """Speed — torch.compile of the model, in place, so checkpoints keep the eager model's keys.
 
-Seed: none (the lecture predates it); issue 9's GPU path. Lightning compiles a module only when
+Lecture: none (it predates this trick); a GPU speed trick. Lightning compiles a module only when
 you pass `torch.compile(model)` to `fit`, which a config file cannot do, and that wrapper renames
 every state_dict key (`_orig_mod.`). `nn.Module.compile()` compiles in place; this callback calls it.
 

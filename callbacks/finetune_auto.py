@@ -1,4 +1,4 @@
-"""T4 — `auto` fine-tuning: measure which cell of the seed's table the run is in, then use its strategy.
+"""T4 — `auto` fine-tuning: measure which cell of the lecture's table the run is in, then use its strategy.
 
 Card:
     What: at the start of fit (pretrained weights loaded, data set up) two questions are answered:

@@ -1,6 +1,6 @@
-"""T4 — Fine-tuning strategies, the seed's table made executable.
+"""T4 — Fine-tuning strategies, the lecture's table made executable.
 
-Seed: "Fine-tune" table —
+Lecture: "Fine-tune" table —
 
     |                     | very similar dataset               | very different dataset                          |
     | very little data    | linear classifier on the top layer | trouble: linear classifiers from different stages |

@@ -1,6 +1,6 @@
 """D4 — First-layer filters: an image grid of the first conv's weights per epoch and a noise score.
 
-Seed: "Visualizing first-layer weights: noisy weights => regularization maybe not strong enough"
+Lecture: "Visualizing first-layer weights: noisy weights => regularization maybe not strong enough"
 (CS231n: well-trained first-layer filters look smooth, like Gabor edges and colour blobs).
 
 Card:

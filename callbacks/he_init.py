@@ -1,6 +1,6 @@
 """I4 — He initialization: weight variance 2/n (n = fan-in), for ReLU nets.
 
-Seed: "They reached the conclusion that the variance of neurons in the network should be 2.0/n"
+Lecture: "They reached the conclusion that the variance of neurons in the network should be 2.0/n"
 (He et al. 2015, Delving Deep into Rectifiers): ReLU zeroes half of its inputs, so the weights
 need twice the calibrated variance to keep the activation scale from layer to layer; a 30-layer
 plain ReLU net converges with it and stalls with the 1/n ("Xavier") init.
@@ -48,7 +48,7 @@ class HeInit(InitCallback):
     """Initialize every Conv/Linear layer with He's sqrt(2/fan_in) scale at fit start (I4).
 
     Args:
-        mode: "fan_in" (keeps the forward activations' variance, the seed's n) or "fan_out".
+        mode: "fan_in" (keeps the forward activations' variance, the lecture's n) or "fan_out".
         distribution: "normal" or "uniform" (same variance).
         negative_slope: the Leaky ReLU/PReLU slope a; the variance becomes 2/((1 + a²)·n).
         exclude: module-name prefixes to leave alone.

@@ -1,6 +1,6 @@
 """R3 — L1 + L2 combined ("elastic net"): every gradient gains l1·sign(w) + l2·w.
 
-Seed: "L1 + L2 can also be combined" (Dropout paper's table: L2 + L1, 1.60% MNIST error).
+Lecture: "L1 + L2 can also be combined" (Dropout paper's table: L2 + L1, 1.60% MNIST error).
 
 Card:
     What: before every optimizer step each covered parameter's gradient gains l1·sign(w) + l2·w;

@@ -1,6 +1,6 @@
 """R2 — L1 regularization λ·|w|: every gradient gains λ·sign(w), so weights get sparser.
 
-Seed: "Regularization: L1 regularization" (CS231n: L1 drives many weights to (near) zero, the
+Lecture: "Regularization: L1 regularization" (CS231n: L1 drives many weights to (near) zero, the
 unit keeps a sparse subset of its inputs).
 
 Card:

@@ -1,6 +1,6 @@
 """R1 — L2 regularization ½·λ·w²: every gradient gains λ·w, biases and norm layers optionally left out.
 
-Seed: "Regularization: L2 regularization" (Dropout paper's table: L2 alone, 1.62% MNIST error).
+Lecture: "Regularization: L2 regularization" (Dropout paper's table: L2 alone, 1.62% MNIST error).
 
 Card:
     What: before every optimizer step each covered parameter's gradient gains λ·w (the gradient of

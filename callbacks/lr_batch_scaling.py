@@ -1,6 +1,6 @@
 """T2 — LR scaling by the global batch size: none / linear / sqrt, relative to a reference batch.
 
-Seed: "Gradient normalization: divide the gradients by minibatch size. You won't need to change the
+Lecture: "Gradient normalization: divide the gradients by minibatch size. You won't need to change the
 learning rates (not too much, anyway), if you double the minibatch size (or halve it)."
 
 Card:

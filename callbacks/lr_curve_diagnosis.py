@@ -1,12 +1,12 @@
 """D1/D2 — Learning-rate and loss-curve diagnosis: name the training-loss curve's shape, and its noise.
 
-Seed: "Insights from figures: the learning rate" (CS231n's four curves: very high LR explodes,
+Lecture: "Insights from figures: the learning rate" (CS231n's four curves: very high LR explodes,
 high LR drops fast then stalls on a high plateau, low LR decreases slowly and nearly linearly,
 good LR) and "the loss curve" (a very noisy curve means the batch is too small).
 
 Card:
     What: records the training loss of every step and the LR; at each epoch end (and at fit end)
-        classifies the curve so far and says what to do, in the seed's words ("divide the LR by
+        classifies the curve so far and says what to do, in the lecture's words ("divide the LR by
         2 (or by 5)"); flags a noisy curve (batch too small).
     When it helps: first runs on a new dataset/model, before spending epochs on a bad LR.
     Cost: one detached scalar per step, converted once per epoch; nothing on the GPU.

@@ -1,6 +1,6 @@
 """T3 — LR range test before training (Lightning's LearningRateFinder) with its curve saved and logged.
 
-Seed: "A typical value of the LR is 0.1" — a starting point; the range test (Smith 2017) checks it for
+Lecture: "A typical value of the LR is 0.1" — a starting point; the range test (Smith 2017) checks it for
 this model and data: the LR grows exponentially over a few batches and the loss is recorded.
 
 Card:

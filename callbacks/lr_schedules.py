@@ -1,6 +1,6 @@
 """T3 — Step-wise LR schedules sized by the run: linear warmup + cosine, and one-cycle.
 
-Seed: "LR schedule: a typical value of the LR is 0.1; use a validation set; divide the LR by 2 (or 5)
+Lecture: "LR schedule: a typical value of the LR is 0.1; use a validation set; divide the LR by 2 (or 5)
 when you stop making progress" — that default lives in the config (ReduceLROnPlateau, see
 recipes/train/plateau.yaml). These are the *extras*: warmup + cosine (Goyal et al. 2017; Loshchilov &
 Hutter 2017, SGDR) and one-cycle (Smith & Topin 2018).

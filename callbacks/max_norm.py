@@ -1,6 +1,6 @@
 """R4 — Max-norm constraint: every unit's incoming weight vector kept at L2 norm <= c.
 
-Seed: "Regularization: Max norm constraints" (Srivastava et al. 2014, Dropout, section 5.1).
+Lecture: "Regularization: Max norm constraints" (Srivastava et al. 2014, Dropout, section 5.1).
 
 Card:
     What: after every optimizer step, each output unit's incoming weights (a row of a Linear

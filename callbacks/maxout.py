@@ -1,6 +1,6 @@
 """F7 — Maxout: each unit outputs max(w1·x + b1, ..., wk·x + bk), in conv and linear forms.
 
-Seed: "Maxout 'Neuron'" (Goodfellow et al. 2013, Maxout Networks): generalizes ReLU and Leaky ReLU,
+Lecture: "Maxout 'Neuron'" (Goodfellow et al. 2013, Maxout Networks): generalizes ReLU and Leaky ReLU,
 has a linear regime, does not saturate, does not die; doubles the parameters (k times for k pieces).
 
 Card:

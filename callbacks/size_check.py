@@ -1,6 +1,6 @@
 """T1 — Size check: the layer-by-layer shape table at fit start, with warnings on broken sizing rules.
 
-Seed: "Sizing: start with an image that has a power-of-2 size; conv layers 3×3, stride 1, pad 1, so
+Lecture: "Sizing: start with an image that has a power-of-2 size; conv layers 3×3, stride 1, pad 1, so
 [W1, H1, D1] -> [W1, H1, D2] (spatial size exactly preserved); pool layers 2×2 (more = worse)."
 
 Card:

@@ -1,6 +1,6 @@
 """I2 — Small random numbers: w = 0.001·N(0, 1) (or uniform); the signal shrinks layer after layer.
 
-Seed: "We still want the weights to be very close to 0 ... Warning! Small numbers will diminish the
+Lecture: "We still want the weights to be very close to 0 ... Warning! Small numbers will diminish the
 'gradient signal' flowing backward through a network" (CS231n notes).
 
 Card:
@@ -39,7 +39,7 @@ class SmallRandomInit(InitCallback):
     """Initialize every Conv/Linear layer with small random numbers at fit start (I2).
 
     Args:
-        scale: 0.001 in the seed; the std of the normal, or the half-width of the uniform.
+        scale: 0.001 in the lecture; the std of the normal, or the half-width of the uniform.
         distribution: "normal" or "uniform".
         exclude: module-name prefixes to leave alone.
         skip_pretrained: leave layers loaded from pretrained weights alone.

@@ -1,6 +1,6 @@
 """E3 — Snapshot ensemble: M cosine cycles with restarts, one snapshot per cycle, the last K ensembled.
 
-Seed: "Ensembles: different checkpoints of a single model ... very cheap" (Huang et al. 2017,
+Lecture: "Ensembles: different checkpoints of a single model ... very cheap" (Huang et al. 2017,
 Snapshot Ensembles: Train 1, get M for free).
 
 Card:

@@ -1,11 +1,11 @@
 """D3 — Train/validation accuracy gap: big gap = overfitting, no gap and low accuracy = too little capacity.
 
-Seed: "Insights from figures: the accuracy — big gap = overfitting => increase regularization
+Lecture: "Insights from figures: the accuracy — big gap = overfitting => increase regularization
 strength; no gap => increase model capacity" (CS231n).
 
 Card:
     What: at each epoch end reads the training and validation accuracy the module logged
-        (`train/acc`, `val/acc` by default) and names the regime with the seed's advice.
+        (`train/acc`, `val/acc` by default) and names the regime with the lecture's advice.
     When it helps: deciding whether the next run needs more regularization or a bigger model.
     Cost: none (two numbers the module already logs).
 

@@ -1,6 +1,6 @@
 """D1–D4, F8 — End-of-fit training report: the diagnostics' figures and findings in one Markdown file.
 
-Seed: "Insights from figures" — the lecture reads the LR/loss/accuracy curves and the first-layer
+Lecture: "Insights from figures" — the lecture reads the LR/loss/accuracy curves and the first-layer
 weights by eye; this report puts those figures side by side with the verdicts the diagnostic
 callbacks (`LossCurveDiagnosis`, `TrainValGap`, `FirstLayerFilters`, `ActivationHealth`) drew.
 

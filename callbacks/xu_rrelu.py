@@ -1,20 +1,20 @@
-"""F6 — Randomized ReLU exactly as the seed writes it: slope 1/a, a ~ U(l, u) in training, 2/(l+u) at test.
+"""F6 — Randomized ReLU as Xu et al. 2015 define it: slope 1/a, a ~ U(l, u) in training, 2/(l+u) at test.
 
-Seed: "Randomized ReLU" (Xu et al. 2015, Empirical Evaluation of Rectified Activations in Convolutional
+Lecture: "Randomized ReLU" (Xu et al. 2015, Empirical Evaluation of Rectified Activations in Convolutional
 Network; the parameterization of the Kaggle NDSB winners, l=3, u=8).
 
 Card:
     What: f(y) = y for y > 0 and y / a for y <= 0. In training a is drawn from U(l, u) afresh on every
-        forward, one a per example and channel (the seed's a_ji: j the example, i the channel); at
+        forward, one a per example and channel (Xu et al.'s a_ji: j the example, i the channel); at
         test a = (l + u) / 2, so the negative slope is exactly 2 / (l + u).
     When it helps: small data sets where the random negative slope acts as a regularizer (the paper
         reports lower test error than ReLU/Leaky ReLU on CIFAR-100 and NDSB).
     Cost: one random draw per example and channel per forward; no parameters.
 
 Why here: `torch.nn.RReLU(lower, upper)` samples the *slope itself* from U(lower, upper) (per element)
-and uses (lower + upper) / 2 at eval. The seed samples the *divisor* a from U(l, u): the slope 1/a then
+and uses (lower + upper) / 2 at eval. Xu et al. sample the *divisor* a from U(l, u): the slope 1/a then
 follows a reciprocal-uniform law, and its test slope 2/(l+u) differs from torch's mean of the bounds
-(torch.nn.RReLU(1/8, 1/3) gives 0.229 at eval, the seed's l=3, u=8 gives 2/11 = 0.182).
+(torch.nn.RReLU(1/8, 1/3) gives 0.229 at eval, Xu et al.'s l=3, u=8 give 2/11 = 0.182).
 """
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SeedRReLU"]
+__all__ = ["XuRReLU"]
 
 _SAMPLING = ("channel", "element")
 
 
-class SeedRReLU(nn.Module):
+class XuRReLU(nn.Module):
     """Randomized leaky ReLU with negative slope 1/a, a ~ U(lower, upper); slope 2/(lower+upper) in eval (F6).
 
     Args:
-        lower: l, the smallest divisor (largest training slope 1/l); the seed uses 3.
-        upper: u, the largest divisor (smallest training slope 1/u); the seed uses 8.
-        sample: "channel" draws one a per example and channel (the seed's a_ji), "element" one per
+        lower: l, the smallest divisor (largest training slope 1/l); Xu et al. use 3.
+        upper: u, the largest divisor (smallest training slope 1/u); Xu et al. use 8.
+        sample: "channel" draws one a per example and channel (Xu et al.'s a_ji), "element" one per
             input element (what torch.nn.RReLU does).
 
     Example:
-        >>> act = SeedRReLU(lower=3.0, upper=8.0).eval()
+        >>> act = XuRReLU(lower=3.0, upper=8.0).eval()
         >>> act(torch.tensor([[-11.0, 2.0]]))
         tensor([[-2.,  2.]])
     """
@@ -46,10 +46,10 @@ class SeedRReLU(nn.Module):
         super().__init__()
         if not 0 < lower <= upper:
             raise ValueError(
-                f"SeedRReLU(lower={lower}, upper={upper}): need 0 < lower <= upper; the seed uses lower=3, upper=8."
+                f"XuRReLU(lower={lower}, upper={upper}): need 0 < lower <= upper; Xu et al. use lower=3, upper=8."
             )
         if sample not in _SAMPLING:
-            raise ValueError(f"SeedRReLU(sample={sample!r}): use one of {', '.join(map(repr, _SAMPLING))}.")
+            raise ValueError(f"XuRReLU(sample={sample!r}): use one of {', '.join(map(repr, _SAMPLING))}.")
         self.lower, self.upper, self.sample = float(lower), float(upper), sample
 
     @property

@@ -1,6 +1,6 @@
-"""I1 — All-zero (or constant) initialization: the seed's counter-example, every unit stays identical.
+"""I1 — All-zero (or constant) initialization: the lecture's counter-example, every unit stays identical.
 
-Seed: "Initialization: How about all zero initialization?" (CS231n notes): if every weight is the
+Lecture: "Initialization: How about all zero initialization?" (CS231n notes): if every weight is the
 same, every unit of a layer computes the same output, gets the same gradient and the same update,
 so the units never become different ("symmetry is never broken").
 
@@ -42,7 +42,7 @@ class ZeroInit(InitCallback):
     """Initialize every Conv/Linear layer to a constant (0 by default) at fit start (I1); warns.
 
     Args:
-        value: the constant; any constant shows the same symmetry, 0 is the seed's case.
+        value: the constant; any constant shows the same symmetry, 0 is the lecture's case.
         exclude: module-name prefixes to leave alone (e.g. `["backbone.fc"]`).
         skip_pretrained: leave layers loaded from pretrained weights alone.
 

@@ -11,10 +11,10 @@ from torch import nn
 
 from callbacks.activation_swap import ACTIVATIONS, ActivationSwap, activation_factory, swap_activations, swap_to_maxout
 from callbacks.maxout import Maxout
-from callbacks.seed_rrelu import SeedRReLU
+from callbacks.xu_rrelu import XuRReLU
 
 EXPECTED = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "prelu": nn.PReLU,
-            "rrelu": SeedRReLU, "maxout": Maxout, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+            "rrelu": XuRReLU, "maxout": Maxout, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_F1_F4_swapped_model_still_trains_on_digits(backbones, one_thread, name)
 
 
 def test_F3_relu_converges_much_faster_than_sigmoid(backbones, one_thread):
-    # The seed: ReLU "converges much faster than sigmoid/tanh in practice"; "never use sigmoid".
+    # The lecture: ReLU "converges much faster than sigmoid/tanh in practice"; "never use sigmoid".
     relu, sigmoid = train_on_digits(backbones, "relu"), train_on_digits(backbones, "sigmoid")
     assert relu[-1] < 0.25 * sigmoid[-1]
 

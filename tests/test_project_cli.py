@@ -123,3 +123,25 @@ def test_pip_install_gives_the_lightning_and_project_commands(project, home, tmp
     assert "test/acc" in test.stdout
     for command in ([str(bin_dir / project.name)], [str(bin_dir / "python"), "-m", TEST_PACKAGE]):
         assert "fit" in run([*command, "--help"], cwd=work, env=env).stdout
+
+
+def test_lightning_of_another_installed_project_stops_naming_both(tmp_path):
+    """Two generated projects in one environment: `lightning` belongs to the one installed last and
+    refuses the other's folder and config, naming the command that runs it."""
+    first = generate(tmp_path / "a", project_name="First Net")
+    second = generate(tmp_path / "b", project_name="Second Net")
+    bin_dir = make_venv_on_top_of_ours(tmp_path / "venv")
+    env = offline_env(tmp_path)
+    for project in (first, second):
+        run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "-e",
+             str(project)], cwd=project, env=env)
+    refused = subprocess.run([str(bin_dir / "lightning"), "fit", "--config", "configs/default.yaml", "--print_config"],
+                             cwd=first, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "runs the project of package 'second_net'" in refused.stderr and "of package 'first_net'" in refused.stderr
+    assert "python -m first_net fit" in refused.stderr
+    from_elsewhere = subprocess.run([str(bin_dir / "lightning"), "fit", f"--config={first / 'configs/default.yaml'}",
+                                     "--print_config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert from_elsewhere.returncode == 1 and "first_net" in from_elsewhere.stderr
+    own = run([str(bin_dir / "lightning"), "fit", "--config", "configs/default.yaml", "--print_config"], cwd=second, env=env)
+    assert "second_net" in own.stdout or "class_path: AutoWandbLogger" in own.stdout

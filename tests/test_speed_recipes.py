@@ -1,4 +1,4 @@
-"""Speed recipes of issue 9's GPU path, shown on CPU: what each changes, and that the model's values
+"""Speed recipes of the GPU path, shown on CPU: what each changes, and that the model's values
 and checkpoints do not change. Their speed is measured by `python benchmarks/bench.py --only gpu`
 on a GPU (none here)."""
 

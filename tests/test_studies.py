@@ -1,4 +1,4 @@
-"""The six studies of issue 10 in their reduced form (`benchmarks/studies.py --reduced`), so they never rot.
+"""The six studies in their reduced form (`benchmarks/studies.py --reduced`), so they never rot.
 
 One subprocess runs all six into a temporary folder (a project generated from the template, trained
 in-process there: never the root `callbacks` package in this process); each test then checks one

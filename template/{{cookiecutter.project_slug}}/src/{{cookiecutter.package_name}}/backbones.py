@@ -13,7 +13,7 @@ from torch import nn
 
 
 class SizedConvNet(nn.Sequential):
-    """A plain convnet built by the lecture's sizing rules (TRICKS.md T1).
+    """A plain convnet built by the lecture's sizing rules (trick T1).
 
     Every conv is 3x3, stride 1, padding 1, so it keeps W x H; every stage ends with a 2x2 max-pool
     that halves it; the input side should be a power of 2 so the halvings stay exact. A global

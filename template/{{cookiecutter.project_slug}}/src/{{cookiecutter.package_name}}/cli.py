@@ -305,6 +305,34 @@ def _other_lightning_command():
     return None
 
 
+def project_of(argv: list[str]) -> tuple[Path, str] | None:
+    """The generated project a command line is about: the folder above its first --config (else the
+    working folder) holding a pyproject.toml, and the package its `lightning` script runs."""
+    configs = config_files_in(argv)
+    start = configs[0].resolve().parent if configs else Path.cwd()
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            script = re.search(r'^lightning = "(\w+)\.cli:lightning_main"', pyproject.read_text(), re.MULTILINE)
+            return (folder, script.group(1)) if script else None
+    return None
+
+
+def check_same_project(argv: list[str]) -> None:
+    """Every generated project installs a `lightning` script, and the last one installed wins: in
+    another project's folder (or with its --config) it would run this project's code on that
+    project's config. Stop instead, naming both and the command that runs the other one."""
+    ours = __name__.split(".")[0]
+    found = project_of(argv)
+    if found is not None and found[1] != ours:
+        folder, theirs = found
+        raise SystemExit(
+            f"error: `lightning` in this environment runs the project of package {ours!r}, but {folder} is the project "
+            f"of package {theirs!r}. Run it with `python -m {theirs} {' '.join(argv[:1])} ...` (or its own "
+            f"`{folder.name}` command), or make `lightning` its command again with `pip install -e {folder}`."
+        )
+
+
 def lightning_main() -> None:
     """Entry point of `lightning`: fit/validate/test/predict are ours, anything else is handed on."""
     argv = sys.argv[1:]
@@ -312,4 +340,5 @@ def lightning_main() -> None:
         other = _other_lightning_command()
         if other is not None:
             sys.exit(other())
+    check_same_project(argv)
     main()

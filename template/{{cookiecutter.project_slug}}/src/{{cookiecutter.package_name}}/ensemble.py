@@ -1,6 +1,6 @@
 """E5 — EnsembleModule: test and predict with several checkpoints as one model; E1/E2/E3 commands.
 
-Seed: "Ensembles" (same model with different initializations; top models of a search; different
+Lecture: "Ensembles" (same model with different initializations; top models of a search; different
 checkpoints of one model). The members are checkpoints of this project's ImageClassifier; their
 class probabilities are averaged (default), or their logits averaged, or they vote; optionally
 weighted by each member's validation accuracy. On GPUs, members that share one architecture run as

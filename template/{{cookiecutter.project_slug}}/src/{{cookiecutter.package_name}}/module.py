@@ -15,7 +15,7 @@ from .backbones import build_backbone
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    """The lecture's starting point: SGD with momentum at LR 0.1 (TRICKS.md T3)."""
+    """The lecture's starting point: SGD with momentum at LR 0.1 (trick T3)."""
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 

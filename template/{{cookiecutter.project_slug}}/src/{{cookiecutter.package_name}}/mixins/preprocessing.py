@@ -1,6 +1,6 @@
 """P1–P4 — Pre-processing: zero-centre, divide by std, min/max to [-1, 1], PCA/ZCA whitening.
 
-Seed: "Pre-processing" (CS231n's figures): subtract the mean (P1), normalize by the std (P2),
+Lecture: "Pre-processing" (CS231n's figures): subtract the mean (P1), normalize by the std (P2),
 or make the min and max along each dimension -1 and 1 (P3); PCA/whitening (P4) "is not strictly
 necessary for images", so it is off by default.
 
@@ -16,7 +16,7 @@ Card:
     When it helps: centred, unit-scale inputs keep the first layers' activations and gradients
         in range (and make He/Xavier init assumptions hold). Whitening decorrelates pixels;
         ZCA keeps the image layout, PCA rotates into the eigenbasis (pixels lose their place,
-        so convolutions lose their meaning: provided to follow the seed, rarely a good idea).
+        so convolutions lose their meaning: provided to follow the lecture, rarely a good idea).
     Cost: one pass over the training split at the first fit; whitening adds a D x D matrix
         product per image (D = C*H*W) and D^2 floats in the checkpoint.
 

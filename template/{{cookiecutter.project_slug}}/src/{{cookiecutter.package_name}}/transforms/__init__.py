@@ -1,4 +1,4 @@
-"""Data transforms that torchvision does not ship: one file per trick, each naming its TRICKS.md ID.
+"""Data transforms that torchvision does not ship: one file per trick, each naming its trick ID.
 
 Every module lists its public names in `__all__`; they are collected here so recipes can name
 them by short class name (`class_path: LensDistortion`). torchvision's own transforms are named

@@ -1,4 +1,4 @@
-"""A4 — Lens distortion: radial barrel (k > 0) or pincushion (k < 0) warp, the seed's "go crazy" list.
+"""A4 — Lens distortion: radial barrel (k > 0) or pincushion (k < 0) warp, the lecture's "go crazy" list.
 
 Card:
     What: each output pixel at normalized radius r from the centre samples the input at

@@ -1,7 +1,7 @@
 """A6 — Domain-specific (medical) augmentation: segment the object by its mask, move it, resample
 the background where it was, blend it in.
 
-Seed: "Medical: 1. Segment tumor mass 2. Move 3. Resample background tissue 4. Blend".
+Lecture: "Medical: 1. Segment tumor mass 2. Move 3. Resample background tissue 4. Blend".
 
 Card:
     What: the object (mask > 0) is cut out and pasted at a random shift; the hole it leaves is
@@ -139,7 +139,7 @@ class MoveAndBlend(v2.Transform):
 
     Give an image and a `tv_tensors.Mask` in the same call (the DataModule passes both with
     `data.masks: true` or the `shapes` dataset); the mask follows the object. Without a mask the
-    object is segmented as the image's bright part (Otsu's threshold), the seed's step 1.
+    object is segmented as the image's bright part (Otsu's threshold), the lecture's step 1.
 
     Args:
         max_shift: largest shift as a fraction of the image side, drawn per axis in [-s, s] and
@@ -179,7 +179,7 @@ class MoveAndBlend(v2.Transform):
         if torch.rand(()) >= self.p:
             return tree_unflatten(flat, spec)
         image = flat[images[0]]
-        # No mask given: step 1 of the seed, segment the object (the bright part, Otsu's threshold).
+        # No mask given: step 1 of the lecture, segment the object (the bright part, Otsu's threshold).
         mask = flat[masks[0]] if masks else tv_tensors.Mask(segment_bright(image))
         obj = mask.as_subclass(torch.Tensor).reshape(mask.shape[-2:]) > 0
         if obj.any():

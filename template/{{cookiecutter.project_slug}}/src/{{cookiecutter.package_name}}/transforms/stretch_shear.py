@@ -4,7 +4,7 @@ Card:
     What: one affine warp per image with independent x/y scale factors (stretching), a shear
         angle, a rotation and a translation, each drawn from its range.
     When it helps: objects seen at varied aspect ratios, slants and positions (handwriting,
-        documents, cells); the seed's "random mix of translation, rotation, stretching, shearing".
+        documents, cells); the lecture's "random mix of translation, rotation, stretching, shearing".
     Cost: one grid_sample per image.
 
 Why here: torchvision's RandomAffine scales both axes by the same factor; stretching needs
