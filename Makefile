@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 lint: venv
 	$(BIN)/ruff check --config pyproject.toml callbacks tests benchmarks "template/{{cookiecutter.project_slug}}"
