@@ -12,7 +12,7 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from callbacks._ensemble_core import combine, member_logits, nll, stack_states
+from callbacks import combine, member_logits, nll, stack_states
 
 from conftest import offline_env, run
 

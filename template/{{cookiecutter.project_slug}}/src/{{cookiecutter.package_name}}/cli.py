@@ -22,8 +22,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from . import callbacks, loggers, reliability, tanda  # noqa: F401  (imported so configs can name their classes by short name)
-from .callbacks._diagnostics import run_folder  # the run-folder rule, shared with the callbacks
+from . import registry  # noqa: F401  (configs name classes by short name)
+from .callbacks import run_folder  # the run-folder rule, shared with the callbacks
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
 

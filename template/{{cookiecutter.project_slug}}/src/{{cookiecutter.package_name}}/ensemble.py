@@ -47,7 +47,7 @@ import yaml
 from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 
-from .callbacks._ensemble_core import (
+from .callbacks import (
     METHODS,
     combine,
     member_logits,
@@ -259,7 +259,7 @@ def build_datamodule(config: Path | None, overrides: Sequence[str], image_size: 
     """The ImageDataModule of a training config's `data:` section, with `key=value` overrides."""
     from jsonargparse import ArgumentParser
 
-    from . import cli  # noqa: F401  (registers the short class names a config may use)
+    from . import registry  # noqa: F401  (configs name classes by short name)
     from .datamodule import ImageDataModule
 
     data: dict[str, Any] = {}
