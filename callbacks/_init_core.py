@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 # Set (to the weights' name, e.g. "DEFAULT") on every module a backbone builder loaded from
 # pretrained weights; the generated `backbones.py` writes the same literal.
@@ -91,7 +92,8 @@ class InitCallback(Callback):
     def initialize(self, model: nn.Module, trainer=None) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         name = type(self).__name__
         if trainer.ckpt_path:
             rank_zero_info(f"{name}: resuming from {trainer.ckpt_path}; the checkpoint's weights are kept (no re-init).")

@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
+from torch.optim import Optimizer
+from typing_extensions import override
 
 # Parameters of these layers are gains/shifts of a normalization, not weights to shrink.
 NORM_LAYERS = (_NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
@@ -79,7 +81,8 @@ class PenaltyCallback(Callback):
         self.log_penalty = log
         self._params: list[torch.Tensor] | None = None
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._params = [p for _, p in penalized_parameters(pl_module, self.exclude_bias_and_norm)]
         covered = {id(p) for p in self._params}
         if self.l2 > 0:
@@ -93,7 +96,8 @@ class PenaltyCallback(Callback):
                         )
                         return
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         if self._params is None:
             self._params = [p for _, p in penalized_parameters(pl_module, self.exclude_bias_and_norm)]
         l1_value, l2_value = add_penalty_gradients(self._params, self.l1, self.l2)

@@ -51,18 +51,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any, Literal
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
+from typing_extensions import override
 
 from .maxout import Maxout
-from .xu_rrelu import XuRReLU
+from .xu_rrelu import Sampling, XuRReLU
 
 __all__ = ["ActivationSwap", "CallSiteActivations", "activation_factory", "swap_activations", "swap_to_maxout"]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "rrelu", "maxout", "elu", "gelu", "silu")
+Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "rrelu", "maxout", "elu", "gelu", "silu"]
 
 # Sigmoid and Tanh are left out on purpose: in torchvision they gate (squeeze-excitation), they are not
 # the hidden nonlinearity. Pass `targets` to swap them too.
@@ -82,7 +85,7 @@ def activation_factory(
     prelu_init: float = 0.25,
     rrelu_lower: float = 3.0,
     rrelu_upper: float = 8.0,
-    rrelu_sample: str = "channel",
+    rrelu_sample: Sampling = "channel",
 ) -> Factory:
     """A function `channels -> new activation module` for `name` (every name of ACTIVATIONS but maxout,
     which rewrites layers and goes through `swap_to_maxout`).
@@ -372,12 +375,12 @@ class ActivationSwap(Callback):
 
     def __init__(
         self,
-        activation: str = "relu",
+        activation: Activation = "relu",
         negative_slope: float = 0.01,
         prelu_init: float = 0.25,
         rrelu_lower: float = 3.0,
         rrelu_upper: float = 8.0,
-        rrelu_sample: str = "channel",
+        rrelu_sample: Sampling = "channel",
         maxout_pieces: int = 2,
     ) -> None:
         if activation not in ACTIVATIONS:
@@ -393,7 +396,8 @@ class ActivationSwap(Callback):
             activation, negative_slope, prelu_init, rrelu_lower, rrelu_upper, rrelu_sample
         )
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         done = getattr(pl_module, "_swapped_activation", None)
         if done == self.activation:  # fit then test on the same module: already swapped
             return
@@ -421,10 +425,12 @@ class ActivationSwap(Callback):
         pl_module._swapped_activation = self.activation
         rank_zero_info(f"ActivationSwap: {count} activation modules replaced by {self.activation}.")
 
-    def state_dict(self) -> dict:
+    @override
+    def state_dict(self) -> dict[str, Any]:
         return {"activation": self.activation}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("activation")
         if saved is not None and saved != self.activation:
             raise ValueError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 __all__ = ["ChannelsLast", "to_channels_last"]
 
@@ -37,6 +38,7 @@ class ChannelsLast(Callback):
         >>> trainer = Trainer(callbacks=[ChannelsLast()], precision="bf16-mixed")
     """
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if to_channels_last(pl_module) == 0:
             raise ValueError("ChannelsLast: the model has no 4-D weights (no convolutions); remove the trainer/channels-last recipe.")

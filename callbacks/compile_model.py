@@ -17,12 +17,17 @@ Card:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 __all__ = ["CompileModel"]
 
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile's modes (None: its default); `backend` stays a str, its choices depend on what is installed.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class CompileModel(Callback):
@@ -39,7 +44,7 @@ class CompileModel(Callback):
         >>> trainer = Trainer(callbacks=[CompileModel(mode="max-autotune")], precision="bf16-mixed")
     """
 
-    def __init__(self, mode: str | None = None, backend: str = "inductor", dynamic: bool | None = None,
+    def __init__(self, mode: CompileMode | None = None, backend: str = "inductor", dynamic: bool | None = None,
                  fullgraph: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"CompileModel(mode={mode!r}): use one of {', '.join(map(str, MODES))}.")
@@ -49,6 +54,7 @@ class CompileModel(Callback):
         self.options = {"mode": mode, "backend": backend, "dynamic": dynamic, "fullgraph": fullgraph}
         self.compiled: torch.nn.Module | None = None
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.compiled is not None:
             return

@@ -20,10 +20,13 @@ training-free stand-in for "linear classifier accuracy", cheap enough to run bef
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
+from typing_extensions import override
 
 from .finetune_parts import backbone_parts, ensure_pretrained, find_backbone, stage_features
 from .finetune_strategies import FinetuneAll, FinetuneTop, LinearProbe, StageProbe
@@ -137,7 +140,8 @@ class AutoFinetune(Callback):
             "finetune-all": lambda: FinetuneAll(backbone_lr_factor=self.backbone_lr_factor),
         }[strategy]()
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or self.strategy is not None:
             return
         ensure_pretrained(pl_module, "AutoFinetune")  # measure the pretrained features, not the random init
@@ -155,10 +159,12 @@ class AutoFinetune(Callback):
             logger.log_hyperparams(params)
             logger.log_metrics(metrics, step=0)
 
-    def state_dict(self) -> dict:
+    @override
+    def state_dict(self) -> dict[str, Any]:
         return {"choice": self.choice, "strategy": self.strategy.state_dict() if self.strategy else dict()}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Restored after setup, which re-measured: the same data and pretrained weights give the same cell.
         if self.strategy is not None and state_dict.get("choice", {}).get("strategy") == self.choice.get("strategy"):
             self.strategy.load_state_dict(state_dict["strategy"])

@@ -19,6 +19,7 @@ uniform with variance 1/(3·fan_in), a third of the calibrated one, not He.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -28,12 +29,14 @@ __all__ = ["HeInit", "he_init_"]
 
 MODES = ("fan_in", "fan_out")
 DISTRIBUTIONS = ("normal", "uniform")
+Mode = Literal["fan_in", "fan_out"]
+Distribution = Literal["normal", "uniform"]
 
 
 def he_init_(
     model: nn.Module,
-    mode: str = "fan_in",
-    distribution: str = "normal",
+    mode: Mode = "fan_in",
+    distribution: Distribution = "normal",
     negative_slope: float = 0.0,
     exclude: Sequence[str] = (),
     skip_pretrained: bool = True,
@@ -61,8 +64,8 @@ class HeInit(InitCallback):
 
     def __init__(
         self,
-        mode: str = "fan_in",
-        distribution: str = "normal",
+        mode: Mode = "fan_in",
+        distribution: Distribution = "normal",
         negative_slope: float = 0.0,
         exclude: Sequence[str] | None = None,
         skip_pretrained: bool = True,

@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 __all__ = ["LRBatchScaling", "global_batch_size", "lr_scale", "scale_lrs"]
 
 RULES = ("none", "linear", "sqrt")
+Rule = Literal["none", "linear", "sqrt"]
 # Everything in a param group / scheduler that is an LR and must move with it: OneCycleLR keeps
 # max_lr/min_lr/initial_lr in the groups, LambdaLR/CosineAnnealing keep base_lrs.
 _LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
@@ -40,7 +42,7 @@ def global_batch_size(devices: int, batch_size: int, accumulate_grad_batches: in
     return devices * batch_size * accumulate_grad_batches
 
 
-def lr_scale(global_batch: int, reference_batch: int, rule: str) -> float:
+def lr_scale(global_batch: int, reference_batch: int, rule: Rule) -> float:
     """The factor the LR is multiplied by: 1, global/reference, or sqrt(global/reference)."""
     if rule not in RULES:
         raise ValueError(f"lr_scale(rule={rule!r}): choose one of {', '.join(RULES)}.")
@@ -82,7 +84,7 @@ class LRBatchScaling(Callback):
         >>> trainer = Trainer(callbacks=[LRBatchScaling(rule="linear", reference_batch=64)], accumulate_grad_batches=2)
     """
 
-    def __init__(self, rule: Literal["none", "linear", "sqrt"] = "linear", reference_batch: int = 64,
+    def __init__(self, rule: Rule = "linear", reference_batch: int = 64,
                  batch_size: int | None = None) -> None:
         if rule not in RULES:
             raise ValueError(f"LRBatchScaling(rule={rule!r}): choose one of {', '.join(RULES)}.")
@@ -94,7 +96,8 @@ class LRBatchScaling(Callback):
         self.scale: float | None = None
         self.effective_lrs: list[float] = []
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Optimizers exist by now; on a resume the checkpoint's (already scaled) LRs are restored after this.
         batch = self.batch_size or _per_device_batch(trainer)
         if batch is None:

@@ -24,8 +24,9 @@ import math
 import warnings
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities.types import LRSchedulerConfig
+from typing_extensions import override
 
 __all__ = ["OneCycleSchedule", "WarmupCosineSchedule", "warmup_cosine_factor"]
 
@@ -73,7 +74,8 @@ class WarmupCosineSchedule(Callback):
             raise ValueError(f"WarmupCosineSchedule(min_lr_ratio={min_lr_ratio}): use a ratio in [0, 1), e.g. 0.0.")
         self.warmup_fraction, self.min_lr_ratio = warmup_fraction, min_lr_ratio
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         total = _total_steps(trainer, "WarmupCosineSchedule")
         warmup = max(1, round(self.warmup_fraction * total)) if self.warmup_fraction > 0 else 0
 
@@ -107,7 +109,8 @@ class OneCycleSchedule(Callback):
         self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor
         self.cycle_momentum = cycle_momentum
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         total = _total_steps(trainer, "OneCycleSchedule")
         optimizer = trainer.optimizers[0]
         has_momentum = any(group.get("momentum") or "betas" in group for group in optimizer.param_groups)

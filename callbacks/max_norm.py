@@ -15,9 +15,12 @@ and `nn.Embedding(max_norm=...)` only embeddings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
+from typing_extensions import override
 
 __all__ = ["MaxNorm", "apply_max_norm"]
 
@@ -61,6 +64,9 @@ class MaxNorm(Callback):
         self.max_norm = max_norm
         self.skip_last = skip_last
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Runs after the optimizer step of this batch; re-applying it between accumulation steps is a no-op.
         apply_max_norm(pl_module, self.max_norm, self.skip_last)

@@ -16,6 +16,7 @@ Why here: `torch.nn.init.normal_`/`uniform_` draw the numbers; the callback adds
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -24,10 +25,15 @@ from ._init_core import InitCallback, apply_init
 __all__ = ["SmallRandomInit", "small_random_init_"]
 
 DISTRIBUTIONS = ("normal", "uniform")
+Distribution = Literal["normal", "uniform"]
 
 
 def small_random_init_(
-    model: nn.Module, scale: float = 0.001, distribution: str = "normal", exclude: Sequence[str] = (), skip_pretrained: bool = True
+    model: nn.Module,
+    scale: float = 0.001,
+    distribution: Distribution = "normal",
+    exclude: Sequence[str] = (),
+    skip_pretrained: bool = True,
 ) -> list[str]:
     """Draw every target weight from scale·N(0, 1) or U(-scale, scale); biases 0. Returns the layer names."""
     if distribution == "normal":
@@ -50,7 +56,11 @@ class SmallRandomInit(InitCallback):
     """
 
     def __init__(
-        self, scale: float = 0.001, distribution: str = "normal", exclude: Sequence[str] | None = None, skip_pretrained: bool = True
+        self,
+        scale: float = 0.001,
+        distribution: Distribution = "normal",
+        exclude: Sequence[str] | None = None,
+        skip_pretrained: bool = True,
     ) -> None:
         super().__init__(exclude, skip_pretrained)
         if not scale > 0:

@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 
 from ._ensemble_core import combine, member_logits, nll, stack_states, vmap_pays_off
 
@@ -110,20 +111,24 @@ class SnapshotEnsemble(Callback):
         self._temporary = False
 
     # -- state: the schedule survives a resume ------------------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"boundaries": self.boundaries, "base_lrs": self.base_lrs, "snapshots": dict(self.snapshots)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.boundaries = state_dict.get("boundaries")
         self.base_lrs = state_dict.get("base_lrs")
         self.snapshots = {int(k): v for k, v in (state_dict.get("snapshots") or {}).items()}
 
     # -- set-up ------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":  # a new fit starts afresh; a resumed one then gets its state back from the checkpoint
             self.boundaries, self.base_lrs, self.snapshots, self.results = None, None, {}, {}
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.lr_scheduler_configs:
             names = ", ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
             raise ValueError(
@@ -145,7 +150,8 @@ class SnapshotEnsemble(Callback):
             return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version, "checkpoints", "snapshots")
         return Path(trainer.default_root_dir, "checkpoints", "snapshots")
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Every rank uses rank 0's folder (a temporary one or a logger version would differ).
         self._temporary = bool(trainer.fast_dev_run) and not self.dirpath
         self._dir = Path(trainer.strategy.broadcast(str(self._resolve_dir(trainer)) if trainer.is_global_zero else None))
@@ -165,12 +171,16 @@ class SnapshotEnsemble(Callback):
             )
 
     # -- the schedule and the snapshots -------------------------------------------------------
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         for optimizer in trainer.optimizers:
             for group, base in zip(optimizer.param_groups, self.base_lrs, strict=False):
                 group["lr"] = snapshot_lr(trainer.global_step, self.boundaries, base, self.lr_min)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step  # optimizer steps done; equal on every rank
         if step not in self.boundaries[1:]:
             return
@@ -183,7 +193,8 @@ class SnapshotEnsemble(Callback):
         rank_zero_info(f"SnapshotEnsemble: cycle {cycle}/{self.cycles} snapshot -> {path}")
 
     # -- the ensemble at fit end --------------------------------------------------------------
-    def on_train_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         try:
             self._evaluate(trainer, pl_module)
         finally:

@@ -19,12 +19,15 @@ follows a reciprocal-uniform law, and its test slope 2/(l+u) differs from torch'
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 __all__ = ["XuRReLU"]
 
 _SAMPLING = ("channel", "element")
+Sampling = Literal["channel", "element"]
 
 
 class XuRReLU(nn.Module):
@@ -42,7 +45,7 @@ class XuRReLU(nn.Module):
         tensor([[-2.,  2.]])
     """
 
-    def __init__(self, lower: float = 3.0, upper: float = 8.0, sample: str = "channel") -> None:
+    def __init__(self, lower: float = 3.0, upper: float = 8.0, sample: Sampling = "channel") -> None:
         super().__init__()
         if not 0 < lower <= upper:
             raise ValueError(

@@ -1,0 +1,85 @@
+"""String options with a fixed set of values are `Literal[...]` in the callbacks' signatures.
+
+So `lightning fit --help` lists the choices and jsonargparse rejects a bad value from a config or the
+command line before anything is built; Python callers still get the callbacks' own ValueError. These
+tests keep the Literal and the runtime check in step. No training: only constructors and parsers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+
+import pytest
+from jsonargparse import ArgumentParser
+
+from callbacks.activation_swap import ACTIVATIONS, ActivationSwap
+from callbacks.compile_model import MODES as COMPILE_MODES
+from callbacks.compile_model import CompileModel
+from callbacks.he_init import DISTRIBUTIONS as HE_DISTRIBUTIONS
+from callbacks.he_init import MODES as HE_MODES
+from callbacks.he_init import HeInit
+from callbacks.lr_batch_scaling import RULES, LRBatchScaling
+from callbacks.small_random_init import DISTRIBUTIONS as SMALL_DISTRIBUTIONS
+from callbacks.small_random_init import SmallRandomInit
+from callbacks.xu_rrelu import _SAMPLING, XuRReLU
+
+# (class, option, the module's tuple of accepted values); None in a tuple means the option is Optional.
+OPTIONS = [
+    (HeInit, "mode", HE_MODES),
+    (HeInit, "distribution", HE_DISTRIBUTIONS),
+    (SmallRandomInit, "distribution", SMALL_DISTRIBUTIONS),
+    (LRBatchScaling, "rule", RULES),
+    (CompileModel, "mode", COMPILE_MODES),
+    (ActivationSwap, "activation", ACTIVATIONS),
+    (ActivationSwap, "rrelu_sample", _SAMPLING),
+    (XuRReLU, "sample", _SAMPLING),
+]
+IDS = [f"{cls.__name__}.{option}" for cls, option, _ in OPTIONS]
+
+
+def literal_choices(cls: type, option: str) -> tuple[set, bool]:
+    """The values of the option's Literal annotation, and whether it also allows None."""
+    hint = typing.get_type_hints(cls.__init__)[option]
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+        optional = type(None) in members
+        (hint,) = [m for m in members if m is not type(None)]
+    assert typing.get_origin(hint) is typing.Literal, f"{cls.__name__}.{option} is annotated {hint}, not a Literal"
+    return set(typing.get_args(hint)), optional
+
+
+@pytest.mark.parametrize(("cls", "option", "accepted"), OPTIONS, ids=IDS)
+def test_literal_matches_the_values_accepted_at_runtime(cls, option, accepted):
+    choices, optional = literal_choices(cls, option)
+    assert choices == {v for v in accepted if v is not None}
+    assert optional == (None in accepted)
+    for value in accepted:
+        cls(**{option: value})  # every choice is accepted at runtime
+    with pytest.raises(ValueError, match="bogus"):
+        cls(**{option: "bogus"})  # and Python callers still get the message naming the bad value
+
+
+@pytest.mark.parametrize(("cls", "option", "accepted"), OPTIONS, ids=IDS)
+def test_default_is_one_of_the_choices(cls, option, accepted):
+    default = inspect.signature(cls.__init__).parameters[option].default
+    assert default in accepted
+
+
+@pytest.mark.parametrize(("cls", "option", "accepted"), OPTIONS, ids=IDS)
+def test_jsonargparse_lists_the_choices_and_rejects_a_bad_value(cls, option, accepted, capsys):
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "cb")
+    help_text = "".join(parser.format_help().split())  # help wraps long lines, also at hyphens inside a choice
+    for value in accepted:
+        if value is not None:
+            assert value in help_text, f"--cb.{option} help does not list {value!r}"
+    good = next(v for v in accepted if v is not None)
+    assert parser.parse_args([f"--cb.{option}={good}"]).cb[option] == good
+    strict = ArgumentParser()
+    strict.add_class_arguments(cls, "cb")
+    with pytest.raises(SystemExit):
+        strict.parse_args([f"--cb.{option}=bogus"])
+    assert "bogus" in capsys.readouterr().err
