@@ -8,7 +8,7 @@ Every study is a small seeded set of training runs through a project generated f
 (cookiecutter into a temporary folder, imported as its package): the generated `ImageClassifier`,
 `ImageDataModule` and the trick callbacks/transforms named by the generated project's own recipes
 (`recipes/<group>/<name>.yaml`, read and instantiated here with the same short class names the CLI
-uses). Each study writes `<name>.png` (drawn with PIL through `callbacks/_plot.py`) and `<name>.md`:
+uses). Each study writes `<name>.png` (a matplotlib figure, through `callbacks/plots.py`) and `<name>.md`:
 the claim, the setup, the table, and whether our measurement supports the claim, by a criterion
 stated in the write-up and computed from the numbers (a claim that does not hold is reported so).
 Only the generated package is imported (never the root `callbacks` package), and no CLI parser runs.
@@ -64,7 +64,15 @@ class Env:
         self.transforms = importlib.import_module(f"{pkg.__name__}.transforms")
         self.tanda = importlib.import_module(f"{pkg.__name__}.tanda")
         self.image_size = 8 if reduced else 16  # reduced: a smoke test, 4x fewer pixels
-        self.plot = importlib.import_module(f"{pkg.__name__}.callbacks._plot").line_plot
+        self.plots = importlib.import_module(f"{pkg.__name__}.callbacks.plots")
+        self.plot = self.plots.line_plot  # one line plot -> PIL image
+
+    def panels(self, panels: list[dict], nrows: int = 1, ncols: int = 1, size=(720, 420)) -> Image.Image:
+        """Several line plots in one figure: each of `panels` is `plots.draw_lines`' keyword arguments."""
+        fig, axes = self.plots.figure(size, nrows, ncols)
+        for ax, panel in zip(axes.flat, panels, strict=True):
+            self.plots.draw_lines(ax, **panel)
+        return self.plots.to_image(fig)
 
     def recipe(self, name: str) -> dict:
         return yaml.safe_load((self.project / "recipes" / f"{name}.yaml").read_text()) or {}
@@ -194,24 +202,6 @@ def fit(env: Env, *, seed: int, epochs: int, image_size: int | None = None, widt
 
 
 # -- output helpers --------------------------------------------------------------------------------
-def side_by_side(images: list[Image.Image]) -> Image.Image:
-    out = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)), "white")
-    x = 0
-    for image in images:
-        out.paste(image, (x, 0))
-        x += image.width
-    return out
-
-
-def stacked(images: list[Image.Image]) -> Image.Image:
-    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
-    y = 0
-    for image in images:
-        out.paste(image, (0, y))
-        y += image.height
-    return out
-
-
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -258,8 +248,8 @@ def study_init(env: Env, out: Path) -> None:
             learned = next((i + 1 for i, v in enumerate(losses) if v < 0.9 * math.log(10)), None)
             rows.append([depth, label, f"{losses[0]:.3f}", f"{losses[-1]:.3f}", learned or "never",
                          f"{1 - run.test_error:.3f}"])
-        panels.append(env.plot(series, f"{depth}-layer plain ReLU net, no BN: training loss",
-                                         "epoch", "training loss (epoch mean)"))
+        panels.append({"series": series, "title": f"{depth}-layer plain ReLU net, no BN: training loss",
+                       "xlabel": "epoch", "ylabel": "training loss (epoch mean)"})
     first = {label: [r[4] for r in rows if r[1] == label] for label in inits}
 
     def epoch(label: str, depth_index: int) -> float:
@@ -289,7 +279,7 @@ def study_init(env: Env, out: Path) -> None:
           f"decay, batch 32, {epochs} epochs, seed 0; the init is the callback of "
           "`recipes/init/{zero,small-random,calibrated,he}.yaml`. The LR is the same for every init (0.01 made He's "
           "curve drop then collapse back to ln 10 at 16×16; 0.001 is stable).",
-          body, held, side_by_side(panels), env.reduced)
+          body, held, env.panels(panels, 1, len(panels), size=(720 * len(panels), 420)), env.reduced)
 
 
 # -- 2. activations (F1-F7) ------------------------------------------------------------------------
@@ -592,11 +582,11 @@ def study_ensembles(env: Env, out: Path) -> None:
             f"(the {seeds}x-budget seed ensemble is a reference, not judged). The digits test split has 270 images: one image is 0.37 % of "
             "error, so differences below ~1 % are within noise.")
     series = {k: ([v[2]], [v[0] * 100]) for k, v in results.items()}
-    image = env.plot(series, "test error vs training time (one point each)", "training s",
-                                          "test error %", size=(720, 420))
     nll_series = {k: ([v[4]], [v[1]]) for k, v in results.items()}
-    image = stacked([image, env.plot(nll_series, "test NLL vs members at inference",
-                                                          "members (inference cost)", "test NLL")])
+    image = env.panels([{"series": series, "title": "test error vs training time (one point per method)",
+                         "xlabel": "training time (s)", "ylabel": "test error %"},
+                        {"series": nll_series, "title": "test NLL vs members at inference (one point per method)",
+                         "xlabel": "members (inference cost)", "ylabel": "test NLL"}], 2, 1, size=(760, 840))
     write(out, "ensembles", "Ensembles (E1–E4) at a matched training budget",
           "Ensembles of several models (seeds, snapshots, checkpoints of one run) and weight averages (EMA/SWA) "
           "beat a single model; snapshot/checkpoint ensembles cost no extra training (\"Train 1, get M for free\").",

@@ -1,8 +1,9 @@
 """Shared plumbing of the diagnostic callbacks (D1–D4, F8) and the training report.
 
 A diagnostic callback keeps its own history and exposes `report_section()`, returning a `Section`
-(findings with advice, Markdown lines, PIL images); `TrainingReport` collects the sections of every
-diagnostic on the trainer by that method's presence, so no diagnostic imports the report.
+(findings with advice, Markdown lines, matplotlib figures rendered as PIL images by `plots`);
+`TrainingReport` collects the sections of every diagnostic on the trainer by that method's presence,
+so no diagnostic imports the report.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Finding:
 
 @dataclass
 class Section:
-    """A diagnostic's part of the report: findings, Markdown lines and images (name -> PIL image)."""
+    """A diagnostic's part of the report: findings, Markdown lines and images (name -> PIL image, from `plots`)."""
 
     title: str
     findings: list[Finding] = field(default_factory=list)

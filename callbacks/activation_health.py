@@ -34,7 +34,7 @@ from pytorch_lightning import Callback
 from torch import nn
 
 from ._diagnostics import Finding, Section, announce
-from ._plot import line_plot
+from .plots import line_plot
 
 __all__ = ["ActivationHealth", "activation_stats", "health_findings"]
 
@@ -203,7 +203,7 @@ class ActivationHealth(Callback):
         grads = list(self.samples[-1]["grads"])
         if grads:
             images["gradient_norms"] = line_plot({n: (steps, [s["grads"].get(n, math.nan) for s in self.samples]) for n in grads},
-                                                 "weight-gradient norm per layer", "step", "norm", log_y=True)
+                                                 "F8 weight-gradient norm per layer (sampled steps)", "step", "gradient norm", log_y=True)
         last = self.samples[-1]
         lines = [f"Sampled {len(self.samples)} steps (every {self.every_n_steps}); last sample, step {last['step']}:", "",
                  "| layer | mean | std | dead | saturated | symmetric |", "|---|---|---|---|---|---|"]

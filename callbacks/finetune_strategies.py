@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 
+from ._diagnostics import run_folder
 from .finetune_parts import backbone_parts, ensure_pretrained, find_backbone, freeze_bn_stats
-from .lr_finder_plot import run_folder
 
 __all__ = ["FinetuneAll", "FinetuneTop", "LinearProbe", "StageProbe"]
 
@@ -187,7 +187,7 @@ class StageProbe(_FrozenBody):
     the module's own head keeps training as the top-stage linear probe. At the end of fit the best
     stage's classifier (stages up to it + global pool + its linear layer) is written to
     `stage_probe_best.pt` in the run folder (`torch.load(path, weights_only=False)` gives a callable
-    module); the probes and accuracies are also kept in the checkpoint's callback state.
+    module; not written under fast_dev_run); the probes and accuracies are also kept in the checkpoint's callback state.
 
     Args:
         probe_lr: Adam learning rate of the probes (their own optimizer, on detached features).
@@ -320,7 +320,12 @@ class StageProbe(_FrozenBody):
         if self.best_stage is None or not trainer.is_global_zero:
             return
         accuracies = ", ".join(f"stage {i}: {a:.3f}" for i, a in enumerate(self.accuracies))
-        path = run_folder(trainer) / "stage_probe_best.pt"
+        folder = run_folder(trainer)
+        if folder is None:  # fast_dev_run: nothing is written
+            print(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage} (fast_dev_run: not saved)",
+                  flush=True)
+            return
+        path = folder / "stage_probe_best.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.best_classifier(), path)
         print(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage}, saved to {path}", flush=True)

@@ -4,9 +4,10 @@ Lecture: "Visualizing first-layer weights: noisy weights => regularization maybe
 (CS231n: well-trained first-layer filters look smooth, like Gabor edges and colour blobs).
 
 Card:
-    What: each `every_n_epochs` epochs, draws the first Conv2d's filters as a grid (PNG in the run
-        folder `filters/epoch_NNN.png`; a W&B image when the logger is W&B) and scores their
-        spatial high-frequency energy; a noisy score names weak regularization.
+    What: each `every_n_epochs` epochs, draws the first Conv2d's filters as a grid of matplotlib
+        `imshow` panels, one per filter (PNG in the run folder `filters/epoch_NNN.png`; a W&B image
+        when the logger is W&B) and scores their spatial high-frequency energy; a noisy score names
+        weak regularization.
     When it helps: any convnet trained from scratch; pretrained filters should stay smooth.
     Cost: one small grid per epoch (the first layer has few weights).
 
@@ -26,10 +27,10 @@ import torch
 from PIL import Image
 from pytorch_lightning import Callback
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from ._diagnostics import Finding, Section, announce, run_folder, wandb_logger
-from ._plot import image_strip, line_plot
+from .plots import figure, grid_shape, line_plot, to_image
 
 __all__ = ["FirstLayerFilters", "filter_grid", "first_conv", "high_frequency_ratio"]
 
@@ -79,8 +80,50 @@ def filter_grid(weight: torch.Tensor, max_filters: int = 64, scale: int = 8) -> 
     return make_grid(tiles, nrow=nrow, padding=2, normalize=True, scale_each=True, pad_value=1.0)
 
 
-def _to_pil(grid: torch.Tensor) -> Image.Image:
-    return Image.fromarray(grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+@torch.no_grad()
+def _tiles(weight: torch.Tensor, max_filters: int) -> torch.Tensor:
+    """(n, H, W, 3 or 1) tiles of the filters in [0, 1], each min-max normalized on its own: 3-channel
+    filters in colour, others one grey tile per input channel (as `filter_grid`)."""
+    w = weight.detach().float().cpu()[:max_filters]
+    tiles = w if w.shape[1] == 3 else w.flatten(0, 1).unsqueeze(1)[:max_filters]
+    low = tiles.amin(dim=(1, 2, 3), keepdim=True)
+    high = tiles.amax(dim=(1, 2, 3), keepdim=True)
+    return ((tiles - low) / (high - low).clamp_min(1e-12)).permute(0, 2, 3, 1)
+
+
+def filter_figure(weight: torch.Tensor, max_filters: int = 64, scale: int = 8, title: str = "first-layer filters") -> Image.Image:
+    """The filters as a near-square grid of `imshow` panels (one per filter, nearest-neighbour
+    pixels, each min-max scaled), `scale` screen pixels per tap at least, rendered to a PIL image."""
+    tiles = _tiles(weight, max_filters)
+    rows, columns = grid_shape(len(tiles))
+    tile, gap = max(tiles.shape[2] * scale, 40), 6  # pixels per panel and between panels
+    grid_width, grid_height = columns * (tile + gap) - gap, rows * (tile + gap) - gap
+    width, height = max(grid_width + 20, 7 * len(title) + 30, 240), grid_height + 46
+    fig, axes = figure((width, height), rows, columns, layout=None)
+    left = (width - grid_width) / 2 / width  # square cells, the grid centred under the title
+    fig.subplots_adjust(left=left, right=1 - left, bottom=10 / height, top=1 - 36 / height,
+                        wspace=gap / tile, hspace=gap / tile)
+    fig.suptitle(title, y=1 - 8 / height, va="top", fontsize="medium")
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index < len(tiles):
+            tile_image = tiles[index].numpy()
+            if tile_image.shape[-1] == 1:
+                ax.imshow(tile_image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(tile_image, interpolation="nearest")
+    return to_image(fig)
+
+
+def filters_over_epochs(grids: list[tuple[int, torch.Tensor]], title: str, max_filters: int = 64) -> Image.Image:
+    """One `imshow` panel per (epoch, filters): each panel the epoch's `filter_grid`."""
+    fig, axes = figure((max(190 * len(grids), 8 * len(title) + 40), 280), 1, len(grids))
+    fig.suptitle(title)
+    for ax, (epoch, weight) in zip(axes.flat, grids, strict=True):
+        ax.imshow(filter_grid(weight, max_filters, scale=4).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"epoch {epoch}", fontsize="small")
+        ax.set_axis_off()
+    return to_image(fig)
 
 
 class FirstLayerFilters(Callback):
@@ -89,10 +132,11 @@ class FirstLayerFilters(Callback):
     Args:
         every_n_epochs: how often (the last epoch is always drawn).
         max_filters: filters drawn per grid.
-        scale: pixels per filter tap in the PNG.
+        scale: screen pixels per filter tap in the PNG's panels (each panel at least 40 pixels).
         noise_threshold: `high_frequency_ratio` above which the filters are called noisy.
 
-    `self.scores` has (epoch, score) per drawing, `self.grids` (epoch, PIL image), `self.files` the PNGs.
+    `self.scores` has (epoch, score) per drawing, `self.grids` (epoch, the drawn filters: a CPU copy
+    of the first `max_filters` filters' weights), `self.files` the PNGs.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -111,7 +155,7 @@ class FirstLayerFilters(Callback):
         self.every_n_epochs, self.max_filters, self.scale = every_n_epochs, max_filters, scale
         self.noise_threshold = noise_threshold
         self.scores: list[tuple[int, float]] = []
-        self.grids: list[tuple[int, Image.Image]] = []
+        self.grids: list[tuple[int, torch.Tensor]] = []
         self.files: list[Path] = []
         self._warned = False
 
@@ -136,19 +180,20 @@ class FirstLayerFilters(Callback):
                                                         "nothing to draw; the diagnostic does nothing for this model"))
             return
         epoch = trainer.current_epoch
-        grid = filter_grid(conv.weight, self.max_filters, self.scale)
         self.scores.append((epoch, high_frequency_ratio(conv.weight)))
-        self.grids.append((epoch, _to_pil(grid)))
-        folder = run_folder(trainer)
-        if folder is not None:
-            path = folder / "filters" / f"epoch_{epoch:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(grid, path)
-            self.files.append(path)
-        logger = wandb_logger(trainer)
-        if logger is not None:
-            logger.log_image("diagnose/first_layer_filters", [self.grids[-1][1]], step=trainer.global_step,
-                             caption=[f"epoch {epoch}, high-frequency ratio {self.scores[-1][1]:.2f}"])
+        self.grids.append((epoch, conv.weight.detach()[:self.max_filters].float().cpu().clone()))
+        folder, logger = run_folder(trainer), wandb_logger(trainer)
+        if folder is not None or logger is not None:
+            image = filter_figure(conv.weight, self.max_filters, self.scale,
+                                  f"D4 first-layer filters, epoch {epoch} (high-frequency ratio {self.scores[-1][1]:.2f})")
+            if folder is not None:  # None under fast_dev_run: nothing is written
+                path = folder / "filters" / f"epoch_{epoch:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path)
+                self.files.append(path)
+            if logger is not None:
+                logger.log_image("diagnose/first_layer_filters", [image], step=trainer.global_step,
+                                 caption=[f"epoch {epoch}, high-frequency ratio {self.scores[-1][1]:.2f}"])
         for logger in trainer.loggers:
             logger.log_metrics({"diagnose/filter_high_frequency": self.scores[-1][1]}, step=trainer.global_step)
         announce(trainer, "D4_verdict", self.findings()[0])
@@ -157,7 +202,8 @@ class FirstLayerFilters(Callback):
         images = {}
         if self.grids:
             shown = self.grids if len(self.grids) <= 8 else [self.grids[i * (len(self.grids) - 1) // 7] for i in range(8)]
-            images["first_layer_filters"] = image_strip([(f"epoch {e}", g) for e, g in shown])
+            images["first_layer_filters"] = filters_over_epochs(shown, "D4 first-layer filters over epochs "
+                                                                      "(each filter min-max scaled)", self.max_filters)
             images["filter_noise"] = line_plot({"high-frequency ratio": ([e for e, _ in self.scores], [s for _, s in self.scores]),
                                                 "noisy above": ([e for e, _ in self.scores], [self.noise_threshold] * len(self.scores))},
                                                "D4 first-layer filter noise (1 = white noise, 0 = smooth)", "epoch", "ratio",

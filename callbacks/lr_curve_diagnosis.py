@@ -36,7 +36,7 @@ import torch
 from pytorch_lightning import Callback
 
 from ._diagnostics import Finding, Section, announce
-from ._plot import line_plot
+from .plots import line_plot
 
 __all__ = ["CurveDiagnosis", "LossCurveDiagnosis", "diagnose_loss_curve"]
 
@@ -221,7 +221,7 @@ class LossCurveDiagnosis(Callback):
         log_y = positive and bool(finite) and max(finite) > 20 * max(min(finite), 1e-12)
         loss_plot = line_plot({"train loss": (steps, self.losses)}, "D1/D2 training loss per step", "step", "loss",
                               notes=notes, log_y=log_y)
-        lr_plot = line_plot({"lr": (list(range(len(self.lrs))), self.lrs)}, "learning rate per step", "step", "lr")
+        lr_plot = line_plot({"lr": (list(range(len(self.lrs))), self.lrs)}, "learning rate per step", "step", "learning rate")
         lines = [f"Steps read: {len(self.losses)}."]
         if self.diagnosis is not None and self.diagnosis.kind != "short":
             lines.append(f"Loss drop: {self.diagnosis.drop:.0%} of the first loss; noise: {self.diagnosis.noise:.3f} of it.")

@@ -12,10 +12,12 @@ Card:
     Cost: `num_training_steps` extra batches (100 by default) before training; the model, optimizer
         and data position are restored afterwards.
 
-Why here: Lightning's finder draws its plot with matplotlib, which this project does not depend on,
-and does not save or log it. The curve is drawn with PIL instead (a small log-x line plot), and the
-numbers go to a CSV so they can be re-plotted anywhere. The suggestion is applied to the optimizer's
-param groups directly, because the module has no `lr` attribute for the finder to set.
+Why here: Lightning's finder can draw its curve (`plot()`, with pyplot) but does not save or log it.
+Here the curve is drawn with matplotlib (a `Figure` on the Agg canvas: no display, no pyplot state) as
+a log-x line plot with the suggestion marked, and the numbers go to a CSV so they can be re-plotted
+anywhere. The suggestion is applied to the optimizer's param groups directly, because the module has
+no `lr` attribute for the finder to set. Under `fast_dev_run` Lightning skips the search and nothing
+is written.
 """
 
 from __future__ import annotations
@@ -24,56 +26,43 @@ import csv
 import math
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 from pytorch_lightning.callbacks import LearningRateFinder
 
+from ._diagnostics import run_folder
 from .lr_batch_scaling import scale_lrs
+from .plots import figure, to_image
 
 __all__ = ["LearningRateFinderPlot", "draw_lr_curve"]
 
 
-def run_folder(trainer) -> Path:
-    """The run's folder, by the rule ModelCheckpoint uses (save_dir/name/version of the first logger)."""
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+def lr_curve_figure(lrs: list[float], losses: list[float], suggestion: float | None, size=(640, 400)):
+    """The LR range test as a matplotlib `Figure`: loss against LR on a log x axis, the suggested LR
+    marked by a red dashed vertical line and a red dot on the curve."""
+    fig, axes = figure(size)
+    ax = axes[0, 0]
+    points = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if lr > 0 and math.isfinite(loss)]
+    ax.set_title("LR range test: training loss vs learning rate")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_xscale("log")
+    ax.grid(True, which="major", alpha=0.3)
+    if len(points) < 2:
+        ax.text(0.5, 0.5, "too few points for a curve", transform=ax.transAxes, ha="center", va="center")
+        return fig
+    xs, ys = zip(*points, strict=True)
+    ax.plot(xs, ys, color="blue", linewidth=2, label="loss")
+    if suggestion is not None and suggestion > 0:
+        ax.axvline(suggestion, color="red", linestyle="--", linewidth=1.5, label=f"suggested LR {suggestion:.3g}")
+        nearest = min(range(len(xs)), key=lambda i: abs(math.log(xs[i] / suggestion)))
+        ax.plot([xs[nearest]], [ys[nearest]], "o", color="red", markersize=7)
+    ax.legend(loc="best", fontsize="small")
+    return fig
 
 
 def draw_lr_curve(lrs: list[float], losses: list[float], suggestion: float | None, size=(640, 400)) -> Image.Image:
-    """A log-x line plot of loss against LR, the suggestion marked by a red vertical line."""
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    width, height = size
-    left, right, top, bottom = 60, width - 20, 20, height - 40
-    points = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if lr > 0 and math.isfinite(loss)]
-    draw.rectangle([left, top, right, bottom], outline="black")
-    draw.text((left, bottom + 22), "learning rate (log scale)", fill="black")
-    draw.text((4, top), "loss", fill="black")
-    if len(points) < 2:
-        draw.text((left + 10, top + 10), "too few points for a curve", fill="black")
-        return image
-    xs = [math.log10(lr) for lr, _ in points]
-    ys = [loss for _, loss in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def to_pixel(x: float, y: float) -> tuple[float, float]:
-        return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
-
-    draw.line([to_pixel(x, y) for x, y in zip(xs, ys, strict=True)], fill="blue", width=2)
-    for decade in range(math.ceil(x0), math.floor(x1) + 1):
-        px, _ = to_pixel(decade, y0)
-        draw.line([px, bottom, px, bottom + 5], fill="black")
-        draw.text((px - 12, bottom + 7), f"1e{decade}", fill="black")
-    draw.text((4, bottom - 10), f"{y0:.3g}", fill="black")
-    draw.text((4, top + 12), f"{y1:.3g}", fill="black")
-    if suggestion is not None and suggestion > 0:
-        px, _ = to_pixel(math.log10(suggestion), y0)
-        draw.line([px, top, px, bottom], fill="red", width=1)
-        draw.text((min(px + 4, right - 110), top + 4), f"suggested {suggestion:.3g}", fill="red")
-    return image
+    """`lr_curve_figure` rendered as a PIL image of `size` pixels."""
+    return to_image(lr_curve_figure(lrs, losses, suggestion, size))
 
 
 class LearningRateFinderPlot(LearningRateFinder):
@@ -112,22 +101,24 @@ class LearningRateFinderPlot(LearningRateFinder):
             scale_lrs(trainer, self.suggestion / trainer.optimizers[0].param_groups[0]["lr"])
         if not trainer.is_global_zero:
             return
-        folder = run_folder(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "lr_finder.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["lr", "loss"])
-            writer.writerows(zip(lrs, losses, strict=True))
-        self.plot_path = folder / "lr_finder.png"
         image = draw_lr_curve(lrs, losses, self.suggestion)
-        image.save(self.plot_path)
+        folder = run_folder(trainer)
+        if folder is not None:  # None under fast_dev_run: nothing is written
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "lr_finder.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["lr", "loss"])
+                writer.writerows(zip(lrs, losses, strict=True))
+            self.plot_path = folder / "lr_finder.png"
+            image.save(self.plot_path)
         applied = "applied" if self.apply_suggestion and self.suggestion is not None else "not applied"
-        print(f"LR finder: suggested LR {self.suggestion} ({applied}); curve in {self.plot_path}", flush=True)
+        where = f"curve in {self.plot_path}" if self.plot_path else "curve not saved"
+        print(f"LR finder: suggested LR {self.suggestion} ({applied}); {where}", flush=True)
         for logger in trainer.loggers:
             if self.suggestion is not None:
                 logger.log_metrics({"lr_finder/suggested_lr": self.suggestion}, step=trainer.global_step)
             if hasattr(logger, "log_image"):  # W&B
-                logger.log_image("lr_finder/curve", [str(self.plot_path)])
+                logger.log_image("lr_finder/curve", [image])
             elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
                 from torchvision.transforms.v2.functional import pil_to_tensor
 

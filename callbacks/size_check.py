@@ -20,12 +20,13 @@ log the table to the experiment tracker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+
+from ._diagnostics import run_folder
 
 __all__ = ["SizeCheck", "shape_table", "size_warnings", "format_table"]
 
@@ -120,22 +121,14 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _run_folder(trainer) -> Path | None:
-    """The run's own folder (same rule as the project's config saver); None when there is no logger."""
-    if not trainer.loggers:
-        return None
-    logger = trainer.loggers[0]
-    save_dir = logger.save_dir or trainer.default_root_dir
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(save_dir, str(logger.name), version)
-
-
 class SizeCheck(Callback):
     """Print, log and check the layer-by-layer shape table at fit start (T1).
 
     Args:
         input_shape: (C, H, W) of one example when the module has no `example_input_array`.
-        save: also write the table to `size_check.txt` in the run's folder.
+        save: also write the table to `size_check.txt` in the run's folder (`_diagnostics.run_folder`:
+            the logger's save_dir/name/version, the default root dir without a logger; nothing
+            under fast_dev_run).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -181,7 +174,7 @@ class SizeCheck(Callback):
                 logger.log_text(key="size_check", columns=columns, data=data)
             elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
                 logger.experiment.add_text("size_check", f"```\n{self.table}\n```")
-        folder = _run_folder(trainer)
-        if self.save and folder is not None and not trainer.fast_dev_run:
+        folder = run_folder(trainer)
+        if self.save and folder is not None:  # None under fast_dev_run: nothing is written
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "size_check.txt").write_text(self.table + "\n" + "".join(f"\n{w}" for w in self.warnings) + "\n")

@@ -26,7 +26,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from ._diagnostics import Finding, Section, announce
-from ._plot import line_plot
+from .plots import line_plot
 
 __all__ = ["GapDiagnosis", "TrainValGap", "diagnose_gap"]
 
@@ -125,7 +125,7 @@ class TrainValGap(Callback):
         plot = line_plot({"train acc": (epochs, [t for _, t, _ in self.history]),
                           "val acc": (epochs, [v for _, _, v in self.history]),
                           "gap": (epochs, [t - v for _, t, v in self.history])},
-                         "D3 training vs validation accuracy", "epoch", "accuracy",
+                         "D3 training vs validation accuracy and their gap, per epoch", "epoch", "accuracy",
                          notes=[f.line() for f in self.findings()])
         lines = [f"Thresholds: gap > {self.max_gap} is overfitting; otherwise train accuracy < {self.min_accuracy} is under-capacity.",
                  "", "| epoch | train | val | gap |", "|---|---|---|---|"]

@@ -5,7 +5,7 @@ weights by eye; this report puts those figures side by side with the verdicts th
 callbacks (`LossCurveDiagnosis`, `TrainValGap`, `FirstLayerFilters`, `ActivationHealth`) drew.
 
 Card:
-    What: at fit end writes `<run folder>/report/report.md` with PNG plots (loss and LR curves
+    What: at fit end writes `<run folder>/report/report.md` with matplotlib PNGs (loss and LR curves
         annotated with the verdicts, train/val accuracy with the gap, filter grids over epochs,
         activation health, every epoch metric the module logged) and the list of findings with
         advice; with a W&B logger the same images go to the run and the findings to its summary.
@@ -28,7 +28,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ._diagnostics import Finding, Section, run_folder, wandb_logger
-from ._plot import line_plot
+from .plots import line_plot
 
 __all__ = ["TrainingReport", "render_report"]
 
@@ -91,9 +91,9 @@ class TrainingReport(Callback):
         losses = [k for k in keys if "loss" in k and not k.endswith("_step")]
         accuracies = [k for k in keys if "acc" in k]
         if losses:
-            images["epoch_losses"] = line_plot(series(losses), "losses per epoch", "epoch", "loss")
+            images["epoch_losses"] = line_plot(series(losses), "losses logged by the module, per epoch", "epoch", "loss")
         if accuracies:
-            images["epoch_accuracies"] = line_plot(series(accuracies), "accuracies per epoch", "epoch", "accuracy")
+            images["epoch_accuracies"] = line_plot(series(accuracies), "accuracies logged by the module, per epoch", "epoch", "accuracy")
         last = self.epoch_metrics[-1][1] if self.epoch_metrics else {}
         lines = ["| metric | last epoch |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(last.items())]
         return Section("Epoch metrics", [], lines, images)

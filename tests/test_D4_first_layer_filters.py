@@ -75,6 +75,8 @@ def test_D4_a_grid_per_epoch_in_the_run_folder_and_the_verdict(tmp_path):
     for path in noisy.files:
         with Image.open(path) as image:
             image.verify()
+        with Image.open(path) as image:  # 16 filters of 7x7 taps, 8 pixels per tap: a 4x4 grid of 56-pixel panels
+            assert image.width >= 4 * 56 and image.height >= 4 * 56, image.size
     assert [epoch for epoch, _ in noisy.scores] == [0, 1] and len(noisy.grids) == 2
     (noisy_finding,), (smooth_finding,) = noisy.findings(), smooth.findings()
     print(noisy_finding.line(), "|", smooth_finding.line())

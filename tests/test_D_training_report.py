@@ -104,6 +104,35 @@ def test_D_report_alone_plots_the_epoch_metrics(pkg, tmp_path):
         TrainingReport(folder_name="../x")
 
 
+def test_D_plots_are_titled_labelled_with_round_ticks_and_the_legend_and_notes_inside_the_image():
+    import math
+
+    from callbacks.plots import draw_lines, figure, line_plot, to_image
+
+    steps = list(range(37))
+    series = {"train loss": (steps, [2.3 * 0.93**s for s in steps]),
+              "a long series name that the legend has to wrap": (steps, [2.0 * 0.95**s if s != 5 else math.nan for s in steps])}
+    notes = ["[D1] good LR: fast decrease that bends and keeps improving -> keep it " * 3]
+    fig, axes = figure((720, 460))
+    ax = axes[0, 0]
+    draw_lines(ax, series, "D1/D2 training loss per step", "step", "loss", notes=notes)
+    image = to_image(fig)
+    assert image.size == (720, 460) and image.mode == "RGB"
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("D1/D2 training loss per step", "step", "loss")
+    box = fig.bbox
+    for artist in (ax.get_legend(), ax.texts[0], ax.title, ax.xaxis.label, ax.yaxis.label):  # nothing cut off
+        extent = artist.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, artist
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "train loss"
+    for ticks in (ax.get_xticks(), ax.get_yticks()):  # round values: a step of 1, 2, 2.5 or 5 x 10^k
+        step = ticks[1] - ticks[0]
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5)), ticks
+    assert all(float(x).is_integer() for x in ax.get_xticks())  # integer steps get integer ticks
+    png = line_plot(series, "losses per epoch", "epoch", "loss", notes=notes, log_y=True)
+    assert png.width == 720 and png.height > 420  # the notes add lines under the axes
+
+
 class EpochClock(Callback):
     """Time from one epoch's start to the next (so every callback's epoch-end work is inside), and the fit end."""
 

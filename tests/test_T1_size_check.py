@@ -85,6 +85,16 @@ def test_T1_callback_prints_warns_and_saves_the_table_at_fit_start(pkg, tmp_path
     assert "layer-by-layer shapes" in caplog.text and "backbone.3" in caplog.text and "MaxPool2d" in caplog.text
 
 
+def test_T1_fast_dev_run_writes_no_table(pkg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = Classifier(sized_convnet(pkg, widths=(4, 8)), image_size=32)
+    data = DataLoader(TensorDataset(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,))), batch_size=4)
+    check = SizeCheck()
+    Trainer(fast_dev_run=True, callbacks=[check], default_root_dir=tmp_path, enable_progress_bar=False,
+            enable_model_summary=False, accelerator="cpu").fit(model, data)
+    assert "backbone.3" in check.table and list(tmp_path.iterdir()) == []
+
+
 def test_T1_input_shape_is_checked():
     with pytest.raises(ValueError, match=r"input_shape=\[0, 32, 32\]"):
         SizeCheck(input_shape=[0, 32, 32])

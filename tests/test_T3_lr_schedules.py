@@ -15,7 +15,7 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.lr_finder_plot import LearningRateFinderPlot
+from callbacks.lr_finder_plot import LearningRateFinderPlot, lr_curve_figure
 from callbacks.lr_schedules import OneCycleSchedule, WarmupCosineSchedule, warmup_cosine_factor
 
 from conftest import RECIPES
@@ -127,6 +127,13 @@ def test_T3_lr_finder_writes_its_plot_and_applies_the_suggestion(pkg, tmp_path):
         assert (0, 0, 255) in colors and (255, 0, 0) in colors
     rows = list(csv.DictReader((folder / "lr_finder.csv").open()))
     assert len(rows) == 20 and float(rows[0]["lr"]) < float(rows[-1]["lr"])
+    # the matplotlib figure behind the PNG: log-x loss curve, titled and labelled, the suggestion marked
+    figure = lr_curve_figure([float(r["lr"]) for r in rows], [float(r["loss"]) for r in rows], finder.suggestion)
+    (ax,) = figure.axes
+    assert ax.get_xscale() == "log" and "learning rate" in ax.get_title() and "learning rate" in ax.get_xlabel()
+    assert "loss" in ax.get_ylabel()
+    assert any(list(line.get_xdata()) == [finder.suggestion] * 2 for line in ax.get_lines())  # the vertical line
+    assert any(t.get_text().startswith("suggested LR") for t in ax.get_legend().get_texts())
     print(f"LR finder: suggestion {finder.suggestion:.4g} from {len(rows)} points")
     assert finder.suggestion is not None and math.isfinite(finder.suggestion)
     assert probe.lrs[0] == pytest.approx(finder.suggestion)  # training started at the suggested LR

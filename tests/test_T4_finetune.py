@@ -122,6 +122,14 @@ def test_T4_stage_probe_reports_one_accuracy_per_stage(pkg, digits, pretrained, 
     assert "best stage" in capsys.readouterr().out
 
 
+def test_T4_stage_probe_writes_nothing_under_fast_dev_run(pkg, digits, pretrained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    probe = StageProbe()
+    make_trainer([probe], tmp_path, fast_dev_run=True).fit(finetune_model(pkg, pretrained), datamodule=digits)
+    assert probe.best_stage is not None and "not saved" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 class Subsampled(LightningDataModule):
     def __init__(self, digits, size: int) -> None:
         super().__init__()

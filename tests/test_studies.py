@@ -2,7 +2,7 @@
 
 One subprocess runs all six into a temporary folder (a project generated from the template, trained
 in-process there: never the root `callbacks` package in this process); each test then checks one
-study's outputs: a PNG figure drawn with PIL, and a Markdown page with the claim, the setup, every
+study's outputs: a PNG figure drawn with matplotlib, and a Markdown page with the claim, the setup, every
 expected table row and a verdict.
 """
 
