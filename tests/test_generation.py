@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -153,17 +154,36 @@ def test_generation_from_a_git_url(tmp_path):
     assert (out / "my-cnn" / "src" / "my_cnn" / "callbacks" / "max_norm.py").is_file()
 
 
+def recipe_info():
+    """The generated package's one reader of recipe headers (plain Python: imported by path)."""
+    sys.path.insert(0, str(next(TEMPLATE.glob("src/*/recipe_info.py")).parent))
+    return importlib.import_module("recipe_info")
+
+
 def test_every_recipe_names_itself_in_its_first_line():
-    for recipe in all_recipes():
-        first = (RECIPES / f"{recipe}.yaml").read_text().splitlines()[0]
-        assert first.startswith("# ") and " — " in first, f"{recipe}: first line must be '# <ID or name> — <what>'"
-        assert yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text()), f"{recipe} is empty"
+    for name, info in recipe_info().read_recipes(RECIPES).items():
+        assert info.trick and info.summary, f"{name}: first line must be '# <ID or name> — <what>'"
+        assert yaml.safe_load(info.path.read_text()), f"{name} is empty"
+    assert set(recipe_info().read_recipes(RECIPES)) == set(all_recipes())
 
 
-def test_readme_lists_exactly_the_recipes_in_the_folder():
+def test_readme_table_is_the_recipes_own_first_lines():
+    """The README's recipe table is rendered from the recipes' headers by the same reader the hooks and
+    the CLI use: a recipe added, removed or reworded without the table fails here."""
     readme = (REPO / "README.md").read_text()
-    table = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "/" in line.split("`")[1]}
-    assert table == set(all_recipes())
+    reader = recipe_info()
+    table = readme[readme.index(reader.TABLE_START) + len(reader.TABLE_START):readme.index(reader.TABLE_END)]
+    fix = f"python '{TEMPLATE}/src/{{{{cookiecutter.package_name}}}}/recipe_info.py' README.md rewrites it"
+    assert table.strip() == reader.recipe_table(RECIPES).strip(), fix
+    rows = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert rows == set(all_recipes())
+
+
+def test_exclusive_slots_and_requirements_come_from_the_headers():
+    infos = recipe_info().read_recipes(RECIPES)
+    assert infos["train/one-cycle"].exclusive == infos["train/plateau"].exclusive == "lr-schedule"
+    assert infos["logger/tensorboard"].requires == "tensorboard" and infos["logger/csv"].requires is None
+    assert recipe_info().merged_recipes("# x\n" + recipe_info().merged_header(["a/b", "c/d"])) == ["a/b", "c/d"]
 
 
 def test_template_update_with_the_saved_answers_keeps_them_and_the_users_files(tmp_path):

@@ -53,8 +53,12 @@ def main() -> None:
         config = yaml.safe_load(text)
         for name in PICKED:
             merge_recipe(config, yaml.safe_load((project / "recipes" / f"{name}.yaml").read_text()) or {})
-        header = "".join(line + "\n" for line in itertools.takewhile(lambda l: l.startswith("#"), text.splitlines()))
-        header += "# Recipes merged at generation: " + ", ".join(PICKED) + "\n"
+        header = "".join(line + "\n" for line in itertools.takewhile(lambda row: row.startswith("#"), text.splitlines()))
+        sys.path.insert(0, str(project / "src" / PACKAGE))
+        sys.dont_write_bytecode = True
+        from recipe_info import merged_header  # the one writer of the line the CLI reads back
+
+        header += merged_header(PICKED)
         default.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 

@@ -5,6 +5,7 @@ leaves nothing behind. Each message names the value and the fix.
 """
 
 import keyword
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ ANSWERS = {
     "wandb_entity": """{{ cookiecutter.wandb_entity }}""",
 }
 REPO_DIR = Path("""{{ cookiecutter._repo_dir }}""")
+if not REPO_DIR.is_absolute():  # a template given as a relative path: relative to where cookiecutter was started
+    REPO_DIR = Path(os.environ.get("PWD", ".")) / REPO_DIR
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
 BACKBONES = ("sized_convnet", "resnet18", "resnet34", "resnet50")
@@ -33,13 +36,14 @@ RESERVED_PACKAGES = {
 
 
 def find_recipes(repo_dir: Path) -> dict[str, str]:
-    """Recipe name -> its exclusive slot ('' when it combines with anything)."""
-    root = repo_dir.parent / "recipes"
-    recipes = {}
-    for path in sorted(root.rglob("*.yaml")):
-        slot = re.search(r"^# exclusive: *([\w-]+)", path.read_text(), re.MULTILINE)
-        recipes[path.relative_to(root).with_suffix("").as_posix()] = slot.group(1) if slot else ""
-    return recipes
+    """Recipe name -> its exclusive slot ('' when it combines with anything), read by the generated
+    package's `recipe_info` (plain Python, no package imports): the one reader of recipe headers."""
+    (package,) = repo_dir.glob("*/src/*/recipe_info.py")
+    sys.path.insert(0, str(package.parent))
+    sys.dont_write_bytecode = True  # no __pycache__ inside the template
+    from recipe_info import read_recipes
+
+    return {name: info.exclusive or "" for name, info in read_recipes(repo_dir.parent / "recipes").items()}
 
 
 def validate(answers: dict, known_recipes: dict[str, str]) -> list[str]:

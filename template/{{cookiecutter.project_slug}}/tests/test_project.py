@@ -1,5 +1,6 @@
 """The generated project's own tests: model, data, the CLI loop, checkpoints, W&B offline."""
 
+import importlib
 import importlib.util
 import json
 import re
@@ -68,6 +69,13 @@ def missing_requirement(recipe: str) -> str | None:
 @pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob("*.yaml")))
 def test_every_recipe_runs_fast_dev_run(cli, recipe):
     args = ["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / recipe}", *DIGITS, "--trainer.fast_dev_run=true"]
+    recipes = importlib.import_module(cli.__name__.replace(".cli", ".recipe_info"))
+    slot = recipes.read_recipe(RECIPES / recipe, RECIPES).exclusive
+    merged = [name for name in recipes.merged_recipes(DEFAULT_CONFIG.read_text()) if name != recipe.removesuffix(".yaml")]
+    if slot and any(recipes.read_recipe(RECIPES / f"{name}.yaml", RECIPES).exclusive == slot for name in merged):
+        with pytest.raises(SystemExit, match=f"cannot be combined: each sets the {slot}"):  # a recipe merged at
+            cli.main(args)  # generation holds the slot: the project refuses a second one at start
+        return
     extra = missing_requirement(recipe)
     if extra is not None:  # without its optional package the recipe stops at start, naming the extra to install
         with pytest.raises(SystemExit, match=re.escape(f"pip install -e '.[{extra}]'")):
@@ -131,8 +139,8 @@ def test_recipes_claiming_the_same_slot_fail_before_training(cli, isolated):
     recipes = isolated / "recipes" / "schedule"
     recipes.mkdir(parents=True)
     for name in ("a", "b"):
-        (recipes / f"{name}.yaml").write_text(f"# X — schedule {name}\n# exclusive: lr-schedule\ntrainer:\n  max_epochs: 1\n")
-    with pytest.raises(SystemExit, match="Recipes schedule/a and schedule/b cannot be combined: each sets the lr-schedule"):
+        (recipes / f"{name}.yaml").write_text(f"# X — schedule {name}\n# exclusive: test-slot\ntrainer:\n  max_epochs: 1\n")
+    with pytest.raises(SystemExit, match="Recipes schedule/a and schedule/b cannot be combined: each sets the test-slot"):
         cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={recipes / 'a.yaml'}", f"--config={recipes / 'b.yaml'}", *QUICK])
     assert not (isolated / "runs").exists()
 

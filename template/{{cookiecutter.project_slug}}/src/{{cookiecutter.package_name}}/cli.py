@@ -26,6 +26,7 @@ from . import registry  # noqa: F401  (configs name classes by short name)
 from .callbacks import run_folder  # the run-folder rule, shared with the callbacks
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
+from .recipe_info import RecipeInfo, merged_recipes, read_recipe
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 class RunConfigSaver(SaveConfigCallback):
@@ -48,10 +49,6 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
-EXCLUSIVE = re.compile(r"^# exclusive: *([\w-]+)", re.MULTILINE)
-MERGED = re.compile(r"^# Recipes merged at generation: *(.+)$", re.MULTILINE)
-
-
 def active_recipes(config_files: list[Path]) -> dict[str, Path]:
     """Recipe name -> file for every recipe in effect: passed with --config, or merged into a
     config at generation (its header lists them; they live in `recipes/` beside `configs/`)."""
@@ -59,27 +56,28 @@ def active_recipes(config_files: list[Path]) -> dict[str, Path]:
     for path in config_files:
         if path.parent.parent.name == "recipes":
             active[f"{path.parent.name}/{path.stem}"] = path
-        merged = MERGED.search(path.read_text())
-        for name in merged.group(1).split(",") if merged else ():
-            active[name.strip()] = path.parent.parent / "recipes" / f"{name.strip()}.yaml"
+        for name in merged_recipes(path.read_text()):
+            active[name] = path.parent.parent / "recipes" / f"{name}.yaml"
     return active
+
+
+def active_recipe_info(config_files: list[Path]) -> list[RecipeInfo]:
+    """The header metadata of every active recipe that exists as a file."""
+    return [read_recipe(path, path.parent.parent) for path in active_recipes(config_files).values() if path.is_file()]
 
 
 def check_exclusive_recipes(config_files: list[Path]) -> None:
     """Fail before anything runs when two recipes claim the same slot (`# exclusive: <slot>`),
     e.g. two LR schedules or two init schemes: the later one would silently replace the other."""
     claims: dict[str, list[str]] = defaultdict(list)
-    for name, path in active_recipes(config_files).items():
-        for slot in EXCLUSIVE.findall(path.read_text()) if path.is_file() else ():
-            claims[slot].append(name)
+    for info in active_recipe_info(config_files):
+        if info.exclusive:
+            claims[info.exclusive].append(info.name)
     for slot, names in claims.items():
         if len(names) > 1:
             raise SystemExit(
                 f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
             )
-
-
-REQUIRES = re.compile(r"^# requires: *([\w-]+)", re.MULTILINE)
 
 
 def config_files_in(argv: list[str]) -> list[Path]:
@@ -96,11 +94,10 @@ def config_files_in(argv: list[str]) -> list[Path]:
 def check_recipe_requirements(config_files: list[Path]) -> None:
     """A recipe that needs an optional package (`# requires: <extra>`, the project's extra of that
     name, e.g. logger/tensorboard) stops here, before the config is parsed, naming what to install."""
-    for name, path in active_recipes([p for p in config_files if p.is_file()]).items():
-        for extra in REQUIRES.findall(path.read_text()) if path.is_file() else ():
-            if importlib.util.find_spec(extra) is None:
-                raise SystemExit(f"error: recipe {name} needs the {extra} package, which is not installed. "
-                                 f"This project installs it with: pip install -e '.[{extra}]'")
+    for info in active_recipe_info([p for p in config_files if p.is_file()]):
+        if info.requires and importlib.util.find_spec(info.requires) is None:
+            raise SystemExit(f"error: recipe {info.name} needs the {info.requires} package, which is not installed. "
+                             f"This project installs it with: pip install -e '.[{info.requires}]'")
 
 
 def drop_logging_callbacks(specs):
