@@ -81,6 +81,8 @@ class InitCallback(Callback):
     Init runs in `on_fit_start`, after Lightning has restored a checkpoint (so `trainer.ckpt_path`
     tells a resume from a fresh run); strategies that restore only after setup (DeepSpeed) load
     the checkpoint's weights over the init anyway.
+
+    Reads the module's `pretrained_source` and its layers' `pretrained_weights` (`protocol.TrickModule`).
     """
 
     def __init__(self, exclude: Sequence[str] | None = None, skip_pretrained: bool = True) -> None:
@@ -89,7 +91,7 @@ class InitCallback(Callback):
         self.initialized: list[str] = []
         self._done: set[int] = set()
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:  # pragma: no cover - abstract
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @override

@@ -28,13 +28,16 @@ non-finite (exploding).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._diagnostics import Finding, Section, announce
 from .plots import line_plot
+from .probe import ForwardHooks
 
 __all__ = ["ActivationHealth", "activation_stats", "health_findings"]
 
@@ -127,42 +130,52 @@ class ActivationHealth(Callback):
         self.limits = dict(max_dead=max_dead, max_saturated=max_saturated, vanishing_ratio=vanishing_ratio,
                            exploding_norm=exploding_norm)
         self.samples: list[dict] = []
-        self._handles: list = []
+        self._hooks: ForwardHooks[str, dict[str, float] | None] | None = None
         self._current: dict | None = None
 
-    def _hook(self, name: str):
-        def record(module, inputs, output) -> None:
-            if isinstance(output, torch.Tensor) and self._current is not None:
-                stats = activation_stats(output, module, self.saturation)
-                previous = self._current["layers"].get(name)  # a module called twice (ResNet's relu): keep the worst
-                if previous is not None:
-                    stats = {k: max(v, previous[k]) if k in ("dead", "saturated") else v for k, v in stats.items()}
-                self._current["layers"][name] = stats
-        return record
+    def _stats(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> dict[str, float] | None:
+        return activation_stats(output, module, self.saturation) if isinstance(output, torch.Tensor) else None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if trainer.global_step % self.every_n_steps or self._handles:
+    def _remove_hooks(self) -> list[tuple[str, dict[str, float] | None]]:
+        """Remove the sampling hooks (if any); what they recorded, in call order."""
+        hooks, self._hooks = self._hooks, None
+        if hooks is None:
+            return []
+        hooks.remove()
+        return hooks.records
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % self.every_n_steps or self._hooks is not None:
             return
         if self.samples and self.samples[-1]["step"] == trainer.global_step:
             return  # gradient accumulation: several batches share one step; sample the first only
         self._current = {"step": trainer.global_step, "layers": dict(), "grads": dict()}
-        self._handles = [module.register_forward_hook(self._hook(name)) for name, module in pl_module.named_modules()
-                         if isinstance(module, ACTIVATIONS)]
+        self._hooks = ForwardHooks(((name, module) for name, module in pl_module.named_modules()
+                                    if isinstance(module, ACTIVATIONS)), self._stats)
 
-    def on_after_backward(self, trainer, pl_module) -> None:
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._current is None:
             return
         for name, module in pl_module.named_modules():
             if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and module.weight.grad is not None:
                 self._current["grads"][name] = module.weight.grad.detach().norm().item()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._current is None:
             return
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
         sample, self._current = self._current, None
+        for name, stats in self._remove_hooks():
+            if stats is None:
+                continue
+            previous = sample["layers"].get(name)  # a module called twice (ResNet's relu): keep the worst
+            if previous is not None:
+                stats = {k: max(v, previous[k]) if k in ("dead", "saturated") else v for k, v in stats.items()}
+            sample["layers"][name] = stats
         sample["findings"] = health_findings(sample["layers"], sample["grads"], **self.limits)
         self.samples.append(sample)
         for finding in sample["findings"]:
@@ -173,10 +186,10 @@ class ActivationHealth(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        for handle in self._handles:  # a fit stopped between the sampled batch's start and end
-            handle.remove()
-        self._handles, self._current = [], None
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._remove_hooks()  # a fit stopped between the sampled batch's start and end
+        self._current = None
 
     def findings(self) -> list[Finding]:
         if not self.samples:

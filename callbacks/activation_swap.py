@@ -60,6 +60,7 @@ from torch import nn
 from typing_extensions import override
 
 from .maxout import Maxout
+from .probe import probe_forward
 from .xu_rrelu import Sampling, XuRReLU
 
 __all__ = ["ActivationSwap", "CallSiteActivations", "activation_factory", "swap_activations", "swap_to_maxout"]
@@ -157,30 +158,22 @@ def _references(model: nn.Module, targets: tuple[type[nn.Module], ...]) -> dict[
     return found
 
 
-@torch.no_grad()
+def _channels(module: nn.Module, args: tuple[Any, ...], output: Any) -> int:
+    x = args[0]
+    return int(x.shape[1]) if x.dim() >= 2 else 1
+
+
 def _probe(model: nn.Module, modules: dict[int, nn.Module], example_input: torch.Tensor | None) -> dict[int, list[int]]:
     """Run one eval-mode forward and record, per module, the channel count of each call in order."""
     calls: dict[int, list[int]] = {key: [] for key in modules}
     if example_input is None:
         return calls
-
-    def record(module, args):
-        x = args[0]
-        calls[id(module)].append(int(x.shape[1]) if x.dim() >= 2 else 1)
-
-    handles = [module.register_forward_pre_hook(record) for module in modules.values()]
-    modes = {module: module.training for module in model.modules()}
     parameter = next(model.parameters(), None)
     if parameter is not None:
         example_input = example_input.to(parameter.device)
-    try:
-        model.eval()  # no BatchNorm statistics updates, and a batch of 1 is fine
-        model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
+    # eval: no BatchNorm statistics updates, and a batch of 1 is fine
+    for key, channels in probe_forward(model, example_input, modules, _channels, pre=True):
+        calls[key].append(channels)
     return calls
 
 
@@ -366,7 +359,9 @@ class ActivationSwap(Callback):
         rrelu_sample: "channel" (one a per example and channel, Xu et al.'s a_ji) or "element".
         maxout_pieces: k, the pieces per maxout unit.
 
-    The model's `example_input_array` drives the shape probe (channel counts, shared modules).
+    The model's `example_input_array` drives the shape probe (channel counts, shared modules); its
+    `hparams["backbone"]` names the backbone in errors; `_swapped_activation` is set on it (all in
+    `protocol.TrickModule`).
 
     Example:
         >>> from pytorch_lightning import Trainer

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, apply_init
 
@@ -42,5 +44,6 @@ class CalibratedInit(InitCallback):
         >>> trainer = Trainer(callbacks=[CalibratedInit()])
     """
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         return calibrated_init_(model, self.exclude, self.skip_pretrained)

@@ -33,6 +33,8 @@ CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotun
 class CompileModel(Callback):
     """Compile the model's backbone (or the whole module when it has none) with torch.compile.
 
+    The backbone is the module's `backbone` attribute (`protocol.TrickModule`).
+
     Args:
         mode: torch.compile's mode (`default`, `reduce-overhead`, `max-autotune`, ...).
         backend: torch.compile's backend (`inductor`; `eager`/`aot_eager` to debug graph breaks).

@@ -25,11 +25,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
 from .finetune_parts import backbone_parts, ensure_pretrained, find_backbone, stage_features
 from .finetune_strategies import FinetuneAll, FinetuneTop, LinearProbe, StageProbe
+from .probe import eval_mode
 
 __all__ = ["AutoFinetune", "nearest_class_mean_accuracy"]
 
@@ -67,6 +69,9 @@ class AutoFinetune(Callback):
         probe_samples: training images used to measure similarity.
         top_blocks: blocks `FinetuneTop` trains; backbone_lr_factor: `FinetuneAll`'s backbone LR factor.
 
+    Reads the module's `backbone`, `load_pretrained` and `pretrained_source` (`protocol.TrickModule`), as the
+    strategy it picks does.
+
     Example:
         >>> from pytorch_lightning import Trainer
         >>> trainer = Trainer(callbacks=[AutoFinetune(min_samples_per_class=100)])
@@ -96,7 +101,7 @@ class AutoFinetune(Callback):
         return call
 
     @torch.no_grad()
-    def measure(self, trainer, pl_module) -> dict:
+    def measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """Samples per class and per-stage nearest-class-mean accuracies of the pretrained features."""
         if trainer.datamodule is None:
             raise ValueError("AutoFinetune needs a datamodule (trainer.fit(model, datamodule=...)) to size the data.")
@@ -105,15 +110,13 @@ class AutoFinetune(Callback):
         num_classes = [m for m in parts.head.modules() if isinstance(m, nn.Linear)][-1].out_features
         samples_per_class = len(loader.dataset) / num_classes
         collected, labels, seen = [], [], 0
-        was_training = pl_module.training
-        pl_module.eval()
-        for images, targets in loader:
-            collected.append(stage_features(parts, images.to(pl_module.device)))
-            labels.append(targets.argmax(dim=1) if targets.dim() > 1 else targets)
-            seen += len(targets)
-            if seen >= self.probe_samples:
-                break
-        pl_module.train(was_training)
+        with eval_mode(pl_module):
+            for images, targets in loader:
+                collected.append(stage_features(parts, images.to(pl_module.device)))
+                labels.append(targets.argmax(dim=1) if targets.dim() > 1 else targets)
+                seen += len(targets)
+                if seen >= self.probe_samples:
+                    break
         labels = torch.cat(labels)[:self.probe_samples].to(pl_module.device)
         per_stage = [torch.cat([batch[i] for batch in collected])[:self.probe_samples] for i in range(len(parts.stages))]
         accuracies = [nearest_class_mean_accuracy(f.float(), labels) for f in per_stage]
@@ -149,9 +152,8 @@ class AutoFinetune(Callback):
         self.choice = {**self.decide(**measured), **measured}
         self.strategy = self.build(self.choice["strategy"])
         self.strategy.setup(trainer, pl_module, stage)
-        if trainer.is_global_zero:
-            print(f"AutoFinetune: {self.choice['data']} data x {self.choice['similarity']} dataset -> "
-                  f"{self.choice['strategy']}, because {self.choice['reason']}", flush=True)
+        rank_zero_info(f"AutoFinetune: {self.choice['data']} data x {self.choice['similarity']} dataset -> "
+                       f"{self.choice['strategy']}, because {self.choice['reason']}")
         params = {f"finetune/{key}": self.choice[key] for key in ("strategy", "data", "similarity", "reason")}
         metrics = {"finetune/samples_per_class": measured["samples_per_class"]}
         metrics.update({f"finetune/stage{i}_ncm_acc": a for i, a in enumerate(measured["stage_accuracies"])})

@@ -73,7 +73,7 @@ def backbone_parts(backbone: nn.Module) -> BackboneParts:
 
 
 def find_backbone(pl_module: nn.Module) -> nn.Module:
-    """The module's `backbone` attribute (the project's convention), else the module itself."""
+    """The module's `backbone` attribute (the project's convention, `protocol.TrickModule`), else the module itself."""
     return getattr(pl_module, "backbone", pl_module)
 
 
@@ -95,9 +95,10 @@ def stage_features(parts: BackboneParts, images: torch.Tensor) -> list[torch.Ten
     return features
 
 
-def ensure_pretrained(pl_module, owner: str) -> None:
+def ensure_pretrained(pl_module: nn.Module, owner: str) -> None:
     """Load the module's pretrained weights now (before freezing or measuring) when it can; fine-tuning a
-    random backbone still runs, but the user most likely forgot the weights: say so."""
+    random backbone still runs, but the user most likely forgot the weights: say so. Uses the module's
+    `load_pretrained` and `pretrained_source` when it has them (`protocol.TrickModule`)."""
     if hasattr(pl_module, "load_pretrained"):  # the project's ImageClassifier; loading twice is a no-op
         pl_module.load_pretrained()
     if hasattr(pl_module, "pretrained_source") and pl_module.pretrained_source is None:

@@ -26,19 +26,41 @@ The per-stage probes exist nowhere in the ecosystem.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BaseFinetuning
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
 from ._diagnostics import run_folder
-from .finetune_parts import backbone_parts, ensure_pretrained, find_backbone, freeze_bn_stats
+from .finetune_parts import BackboneParts, backbone_parts, ensure_pretrained, find_backbone, freeze_bn_stats
+from .probe import probe_forward
 
 __all__ = ["FinetuneAll", "FinetuneTop", "LinearProbe", "StageProbe"]
 
 
+def _stage_end(stage: nn.Module) -> nn.Module:
+    """The module whose output is the stage's features: the last layer of a Sequential stage (the stage
+    containers of `backbone_parts` are built for slicing; the backbone's forward never calls them)."""
+    return stage[-1] if isinstance(stage, nn.Sequential) and len(stage) else stage
+
+
+def _width(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> int:
+    return output.shape[1]
+
+
 class _FrozenBody(BaseFinetuning):
-    """Freeze some of the backbone before the optimizer is built; keep their BatchNorm statistics too."""
+    """Freeze some of the backbone before the optimizer is built; keep their BatchNorm statistics too.
+
+    Reads the module's `backbone`, `load_pretrained` and `pretrained_source` (`protocol.TrickModule`).
+    """
 
     name = "frozen-body"
 
@@ -47,18 +69,21 @@ class _FrozenBody(BaseFinetuning):
         self.freeze_bn_stats = freeze_bn_stats
         self.frozen: list[nn.Module] = []
 
-    def frozen_modules(self, parts) -> list[nn.Module]:
+    def frozen_modules(self, parts: BackboneParts) -> list[nn.Module]:
         raise NotImplementedError
 
-    def freeze_before_training(self, pl_module) -> None:
+    @override
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
         ensure_pretrained(pl_module, type(self).__name__)
         self.frozen = self.frozen_modules(backbone_parts(find_backbone(pl_module)))
         self.freeze(self.frozen, train_bn=False)
 
-    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+    @override
+    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
         pass  # nothing is unfrozen later
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         # Lightning puts the whole module in train mode for each epoch (and after validation);
         # frozen BatchNorms go back to eval so their running mean/var stay the pretrained ones.
         if self.freeze_bn_stats:
@@ -69,6 +94,7 @@ class LinearProbe(_FrozenBody):
     """Train only the classifier head; the backbone's weights and BatchNorm statistics stay frozen (T4).
 
     The cell "very little data, very similar dataset": a linear classifier on the top features.
+    Reads the module's `backbone`, `load_pretrained` and `pretrained_source` (`protocol.TrickModule`).
 
     Args:
         freeze_bn_stats: keep the frozen BatchNorms in eval mode (their running statistics unchanged).
@@ -80,7 +106,7 @@ class LinearProbe(_FrozenBody):
 
     name = "linear-probe"
 
-    def frozen_modules(self, parts) -> list[nn.Module]:
+    def frozen_modules(self, parts: BackboneParts) -> list[nn.Module]:
         return list(parts.blocks)
 
 
@@ -89,6 +115,7 @@ class FinetuneTop(_FrozenBody):
 
     The cell "quite a lot of data, very similar dataset": fine-tune a few layers. A block is a residual
     block of a ResNet (its stem counts as one) or one conv (+BN+ReLU) of the sized convnet.
+    Reads the module's `backbone`, `load_pretrained` and `pretrained_source` (`protocol.TrickModule`).
 
     Args:
         blocks: how many blocks from the top to train (>= 1).
@@ -107,7 +134,7 @@ class FinetuneTop(_FrozenBody):
         super().__init__(freeze_bn_stats)
         self.blocks = blocks
 
-    def frozen_modules(self, parts) -> list[nn.Module]:
+    def frozen_modules(self, parts: BackboneParts) -> list[nn.Module]:
         return list(parts.blocks[:-self.blocks])
 
 
@@ -117,6 +144,7 @@ class FinetuneAll(BaseFinetuning):
     The cell "quite a lot of data, very different dataset": fine-tune many layers with a smaller LR.
     The backbone joins the optimizer as its own param group (Lightning's `BaseFinetuning`) at epoch
     `unfreeze_at_epoch`: all at once, or with `unfreeze_every=k`, one stage from the top every k epochs.
+    Reads the module's `backbone`, `load_pretrained` and `pretrained_source` (`protocol.TrickModule`).
 
     Args:
         backbone_lr_factor: backbone LR as a fraction of the head's LR at the time it is unfrozen.
@@ -142,19 +170,23 @@ class FinetuneAll(BaseFinetuning):
         self.unfrozen_stages = 0
         self.stages: list[nn.Module] = []
 
-    def state_dict(self) -> dict:
+    @override
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "unfrozen_stages": self.unfrozen_stages}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.unfrozen_stages = state_dict.get("unfrozen_stages", 0)
 
-    def freeze_before_training(self, pl_module) -> None:
+    @override
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
         ensure_pretrained(pl_module, "FinetuneAll")
         self.stages = backbone_parts(find_backbone(pl_module)).stages
         self.freeze(self.stages, train_bn=False)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         # A resumed run gets its param groups back from the checkpoint; make those stages trainable again.
         if self.unfrozen_stages:
@@ -168,7 +200,8 @@ class FinetuneAll(BaseFinetuning):
             return len(self.stages)
         return min(len(self.stages), 1 + (epoch - self.unfreeze_at_epoch) // self.unfreeze_every)
 
-    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+    @override
+    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
         due = self.stages_due(epoch)
         if due <= self.unfrozen_stages:
             return
@@ -188,6 +221,8 @@ class StageProbe(_FrozenBody):
     stage's classifier (stages up to it + global pool + its linear layer) is written to
     `stage_probe_best.pt` in the run folder (`torch.load(path, weights_only=False)` gives a callable
     module; not written under fast_dev_run); the probes and accuracies are also kept in the checkpoint's callback state.
+    Reads the module's `backbone`, `load_pretrained`, `pretrained_source` and `example_input_array` (for the
+    stage widths; a 3x32x32 zero image without it) (`protocol.TrickModule`).
 
     Args:
         probe_lr: Adam learning rate of the probes (their own optimizer, on detached features).
@@ -209,28 +244,32 @@ class StageProbe(_FrozenBody):
         self.accuracies: list[float] = []
         self.best_stage: int | None = None
         self._features: dict[int, torch.Tensor] = {}
-        self._hooks: list = []
+        self._hooks: list[RemovableHandle] = []
         self._counts: torch.Tensor | None = None
         self._pending_state: dict | None = None
 
-    def frozen_modules(self, parts) -> list[nn.Module]:
+    def frozen_modules(self, parts: BackboneParts) -> list[nn.Module]:
         return list(parts.blocks)
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        parts = backbone_parts(find_backbone(pl_module))
+        backbone = find_backbone(pl_module)
+        parts = backbone_parts(backbone)
         self.stages = parts.stages
         num_classes = [m for m in parts.head.modules() if isinstance(m, nn.Linear)][-1].out_features
-        with torch.no_grad():  # channel count of each stage, from one dummy forward
-            example = getattr(pl_module, "example_input_array", None)
-            example = example if isinstance(example, torch.Tensor) else torch.zeros(1, 3, 32, 32)
-            x, widths = example.to(pl_module.device), []
-            was_training = pl_module.training
-            pl_module.eval()
-            for stage_module in parts.stages:
-                x = stage_module(x)
-                widths.append(x.shape[1])
-            pl_module.train(was_training)
+        # Channel count of each stage: one dummy forward (eval, no grad) with a hook where `_capture` reads its features.
+        example = getattr(pl_module, "example_input_array", None)
+        example = example if isinstance(example, torch.Tensor) else torch.zeros(1, 3, 32, 32)
+        seen = dict(probe_forward(backbone, example.to(pl_module.device), enumerate(map(_stage_end, self.stages)), _width))
+        missing = [i for i in range(len(self.stages)) if i not in seen]
+        if missing:
+            raise ValueError(
+                f"StageProbe: the output of stage(s) {missing} of {type(backbone).__name__} is never computed by its "
+                "forward, so no features can be read there; give the backbone a `finetune_parts()` whose stages "
+                "end in modules its forward calls."
+            )
+        widths = [seen[i] for i in range(len(self.stages))]
         # Pooled features differ in scale from stage to stage; a parameter-free BatchNorm standardizes them, so
         # one probe LR suits all stages (at eval it is a fixed affine map: the probe stays linear).
         self.probes = nn.ModuleList(
@@ -240,13 +279,15 @@ class StageProbe(_FrozenBody):
             self.probes.load_state_dict(self._pending_state)
         self.probe_optimizer = torch.optim.Adam(self.probes.parameters(), lr=self.probe_lr)
 
-    def state_dict(self) -> dict:
+    @override
+    def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.probes is not None:
             state.update(probes=self.probes.state_dict(), accuracies=self.accuracies, best_stage=self.best_stage)
         return state
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.accuracies, self.best_stage = state_dict.get("accuracies", []), state_dict.get("best_stage")
         if "probes" in state_dict:
@@ -255,25 +296,26 @@ class StageProbe(_FrozenBody):
             else:
                 self._pending_state = state_dict["probes"]
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         self.probes.to(pl_module.device)
         for index, stage_module in enumerate(self.stages):
-            last = stage_module[-1] if isinstance(stage_module, nn.Sequential) and len(stage_module) else stage_module
-            self._hooks.append(last.register_forward_hook(self._capture(index)))
+            self._hooks.append(_stage_end(stage_module).register_forward_hook(self._capture(index)))
 
-    def _capture(self, index: int):
-        def hook(module, inputs, output) -> None:
+    def _capture(self, index: int) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
             self._features[index] = output.detach().mean(dim=(2, 3)) if output.dim() == 4 else output.detach().flatten(1)
 
         return hook
 
     @staticmethod
-    def _labels(batch) -> torch.Tensor:
+    def _labels(batch: Any) -> torch.Tensor:
         targets = batch[1]
         return targets.argmax(dim=1) if targets.dim() > 1 else targets
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         labels = self._labels(batch)
         self.probes.train()
         with torch.enable_grad():
@@ -284,10 +326,14 @@ class StageProbe(_FrozenBody):
             param.grad = trainer.strategy.reduce(param.grad, reduce_op="mean")
         self.probe_optimizer.step()
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._counts = torch.zeros(len(self.probes) + 1, device=pl_module.device)  # correct per stage, then total
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    @override
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         labels = self._labels(batch)
         self.probes.eval()
         with torch.no_grad():
@@ -295,7 +341,8 @@ class StageProbe(_FrozenBody):
                 self._counts[i] += (probe(self._features[i]).argmax(dim=1) == labels).sum()
         self._counts[-1] += labels.numel()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or self._counts is None or self._counts[-1] == 0:
             return
         counts = trainer.strategy.reduce(self._counts, reduce_op="sum")
@@ -313,7 +360,8 @@ class StageProbe(_FrozenBody):
         return nn.Sequential(*self.stages[:self.best_stage + 1], nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              self.probes[self.best_stage])
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -322,10 +370,9 @@ class StageProbe(_FrozenBody):
         accuracies = ", ".join(f"stage {i}: {a:.3f}" for i, a in enumerate(self.accuracies))
         folder = run_folder(trainer)
         if folder is None:  # fast_dev_run: nothing is written
-            print(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage} (fast_dev_run: not saved)",
-                  flush=True)
+            rank_zero_info(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage} (fast_dev_run: not saved)")
             return
         path = folder / "stage_probe_best.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.best_classifier(), path)
-        print(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage}, saved to {path}", flush=True)
+        rank_zero_info(f"StageProbe: validation accuracy {accuracies}; best stage {self.best_stage}, saved to {path}")

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torchvision.utils import make_grid
+from typing_extensions import override
 
 from ._diagnostics import Finding, Section, announce, run_folder, wandb_logger
 from .plots import figure, grid_shape, line_plot, to_image
@@ -168,7 +169,8 @@ class FirstLayerFilters(Callback):
         return [Finding("D4", f"{verdict} (high-frequency ratio {score:.2f}, noisy above {self.noise_threshold})", advice,
                         healthy=not noisy)]
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         if not trainer.is_global_zero or ((trainer.current_epoch + 1) % self.every_n_epochs and not last):
             return

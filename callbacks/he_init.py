@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, apply_init
 
@@ -81,5 +83,6 @@ class HeInit(InitCallback):
         self.distribution = distribution
         self.negative_slope = negative_slope
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         return he_init_(model, self.mode, self.distribution, self.negative_slope, self.exclude, self.skip_pretrained)

@@ -23,6 +23,7 @@ import math
 from typing import Literal
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 __all__ = ["LRBatchScaling", "global_batch_size", "lr_scale", "scale_lrs"]
@@ -108,11 +109,10 @@ class LRBatchScaling(Callback):
         self.effective_lrs = scale_lrs(trainer, self.scale)
         if not trainer.is_global_zero:
             return
-        print(
+        rank_zero_info(
             f"LRBatchScaling: global batch {total} = {world} device(s) x {batch} x {trainer.accumulate_grad_batches} "
             f"accumulation; rule {self.rule!r} vs reference {self.reference_batch} -> LR x{self.scale:.4g}, "
-            f"effective LR {', '.join(f'{lr:.4g}' for lr in self.effective_lrs)}",
-            flush=True,
+            f"effective LR {', '.join(f'{lr:.4g}' for lr in self.effective_lrs)}"
         )
         metrics = {"lr_scaling/global_batch": float(total), "lr_scaling/factor": self.scale}
         metrics.update({f"lr_scaling/effective_lr_{i}": lr for i, lr in enumerate(self.effective_lrs)})

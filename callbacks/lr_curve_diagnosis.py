@@ -31,9 +31,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from ._diagnostics import Finding, Section, announce
 from .plots import line_plot
@@ -179,7 +181,10 @@ class LossCurveDiagnosis(Callback):
         self.diagnosis: CurveDiagnosis | None = None
         self.history: list[tuple[str, str, bool]] = []
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self._pending.append(loss.detach().float().reshape(()))  # no .item(): no sync per step
@@ -206,10 +211,12 @@ class LossCurveDiagnosis(Callback):
         for finding in self.findings():
             announce(trainer, f"{finding.source}_verdict", finding, when)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._diagnose(trainer, f"epoch {trainer.current_epoch}")
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._diagnose(trainer, "end of fit")
 
     def report_section(self) -> Section:

@@ -27,7 +27,10 @@ import math
 from pathlib import Path
 
 from PIL import Image
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateFinder
+from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 
 from ._diagnostics import run_folder
 from .lr_batch_scaling import scale_lrs
@@ -91,7 +94,8 @@ class LearningRateFinderPlot(LearningRateFinder):
         self.suggestion: float | None = None
         self.plot_path: Path | None = None
 
-    def lr_find(self, trainer, pl_module) -> None:
+    @override
+    def lr_find(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().lr_find(trainer, pl_module)
         if self.optimal_lr is None:  # fast_dev_run: Lightning skips the search
             return
@@ -113,7 +117,7 @@ class LearningRateFinderPlot(LearningRateFinder):
             image.save(self.plot_path)
         applied = "applied" if self.apply_suggestion and self.suggestion is not None else "not applied"
         where = f"curve in {self.plot_path}" if self.plot_path else "curve not saved"
-        print(f"LR finder: suggested LR {self.suggestion} ({applied}); {where}", flush=True)
+        rank_zero_info(f"LR finder: suggested LR {self.suggestion} ({applied}); {where}")
         for logger in trainer.loggers:
             if self.suggestion is not None:
                 logger.log_metrics({"lr_finder/suggested_lr": self.suggestion}, step=trainer.global_step)

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, init_targets
 from .orthogonal_init import orthogonal_init_
+from .probe import probe_forward
 
 __all__ = ["LSUVInit", "lsuv_init_"]
 
@@ -38,6 +42,10 @@ def _images(batch) -> torch.Tensor:
     if isinstance(batch, dict) and batch:
         return _images(batch.get("image", next(iter(batch.values()))))
     raise ValueError(f"LSUVInit: cannot find the input tensor in a batch of type {type(batch).__name__}.")
+
+
+def _output_std(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> float:
+    return output.float().std().item()
 
 
 @torch.no_grad()
@@ -54,40 +62,20 @@ def lsuv_init_(
     Returns {layer name: output std after the last pass}.
     """
     orthogonal_init_(model, 1.0, exclude, skip_pretrained)
-    targets = init_targets(model, exclude, skip_pretrained)
-    order: list[str] = []
-    names = {id(m): n for n, m in targets}
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(names[id(m)])) for _, m in targets]
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        model(batch)  # the order the layers run in, which registration order need not be
-        for handle in hooks:
-            handle.remove()
-        layers = dict(targets)
-        stds: dict[str, float] = {}
-        seen: list[float] = []
-        for name in dict.fromkeys(order):
-            layer = layers[name]
-            handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.float().std().item()))
-            try:
-                for _ in range(max_iters):
-                    seen.clear()
-                    model(batch)
-                    std = seen[0]
-                    if not math.isfinite(std) or std == 0:
-                        break  # a dead layer (all zero output) cannot be rescaled
-                    if abs(std**2 - 1.0) < tolerance:
-                        break
-                    layer.weight.div_(std)
-                stds[name] = std
-            finally:
-                handle.remove()
-    finally:
-        for handle in hooks:
-            handle.remove()
-        for module, flag in was_training.items():
-            module.train(flag)
+    layers = dict(init_targets(model, exclude, skip_pretrained))
+    # Every probe runs in eval mode: dropout off, BatchNorm running statistics untouched.
+    order = [name for name, _ in probe_forward(model, batch, layers)]  # the order the layers run in
+    stds: dict[str, float] = {}
+    for name in dict.fromkeys(order):
+        layer = layers[name]
+        for _ in range(max_iters):
+            std = probe_forward(model, batch, {name: layer}, _output_std)[0][1]  # its first call
+            if not math.isfinite(std) or std == 0:
+                break  # a dead layer (all zero output) cannot be rescaled
+            if abs(std**2 - 1.0) < tolerance:
+                break
+            layer.weight.div_(std)
+        stds[name] = std
     return stds
 
 
@@ -118,14 +106,15 @@ class LSUVInit(InitCallback):
         self.stds: dict[str, float] = {}
 
     @staticmethod
-    def first_batch(trainer) -> torch.Tensor:
+    def first_batch(trainer: Trainer) -> torch.Tensor:
         if trainer.datamodule is not None:
             loader = trainer.datamodule.train_dataloader()
         else:  # loaders passed to fit(); Lightning sets trainer.train_dataloader only after on_fit_start
             loader = trainer.fit_loop._data_source.dataloader()
         return _images(next(iter(loader)))
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         batch = self.first_batch(trainer).to(next(model.parameters()).device)
         self.stds = lsuv_init_(model, batch, self.tolerance, self.max_iters, self.exclude, self.skip_pretrained)
         return [name for name, _ in init_targets(model, self.exclude, self.skip_pretrained)]

@@ -19,7 +19,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, apply_init
 
@@ -50,5 +52,6 @@ class OrthogonalInit(InitCallback):
             raise ValueError(f"OrthogonalInit(gain={gain}): use a positive gain, 1.0 (linear/tanh) or 1.414 (ReLU).")
         self.gain = gain
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         return orthogonal_init_(model, self.gain, self.exclude, self.skip_pretrained)

@@ -20,13 +20,16 @@ log the table to the experiment tracker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 from ._diagnostics import run_folder
+from .probe import probe_forward
 
 __all__ = ["SizeCheck", "shape_table", "size_warnings", "format_table"]
 
@@ -51,27 +54,16 @@ def _shape(value) -> tuple[int, ...]:
     return ()
 
 
-@torch.no_grad()
+def _shapes(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return _shape(inputs), _shape(output)
+
+
 def shape_table(model: nn.Module, example: torch.Tensor) -> list[Row]:
     """Run `example` through `model` in eval mode and record every leaf layer's input and output shape."""
-    rows: list[Row] = []
-    hooks = []
-    for name, module in model.named_modules():
-        if next(module.children(), None) is None and name:
-            hook = module.register_forward_hook(
-                lambda m, i, o, name=name: rows.append(Row(name, type(m).__name__, _shape(i), _shape(o), m))
-            )
-            hooks.append(hook)
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()  # no BatchNorm statistics updated, no dropout
-    try:
-        model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for module, flag in was_training.items():
-            module.train(flag)
-    return rows
+    leaves = {name: module for name, module in model.named_modules() if next(module.children(), None) is None and name}
+    # eval: no BatchNorm statistics updated, no dropout
+    calls = probe_forward(model, example, leaves, _shapes)
+    return [Row(name, type(leaves[name]).__name__, inputs, output, leaves[name]) for name, (inputs, output) in calls]
 
 
 def _is_power_of_2(n: int) -> bool:
@@ -125,7 +117,8 @@ class SizeCheck(Callback):
     """Print, log and check the layer-by-layer shape table at fit start (T1).
 
     Args:
-        input_shape: (C, H, W) of one example when the module has no `example_input_array`.
+        input_shape: (C, H, W) of one example when the module has no `example_input_array`
+            (`protocol.TrickModule`).
         save: also write the table to `size_check.txt` in the run's folder (`_diagnostics.run_folder`:
             the logger's save_dir/name/version, the default root dir without a logger; nothing
             under fast_dev_run).
@@ -151,7 +144,8 @@ class SizeCheck(Callback):
         self.table = format_table(self.rows)
         return self.table
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         example = getattr(pl_module, "example_input_array", None)
         if self.input_shape is not None:
             example = torch.zeros(1, *self.input_shape)

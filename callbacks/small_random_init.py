@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, apply_init
 
@@ -70,5 +72,6 @@ class SmallRandomInit(InitCallback):
         self.scale = scale
         self.distribution = distribution
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         return small_random_init_(model, self.scale, self.distribution, self.exclude, self.skip_pretrained)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
 
 from ._diagnostics import Finding, Section, announce
 from .plots import line_plot
@@ -101,7 +102,8 @@ class TrainValGap(Callback):
         self.diagnosis: GapDiagnosis | None = None
         self._warned = False
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning has reduced the epoch metrics by now (after validation, before this hook).
         metrics = trainer.callback_metrics
         if self.train_metric not in metrics or self.val_metric not in metrics:

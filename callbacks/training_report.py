@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pytorch_lightning import Callback
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from typing_extensions import override
 
 from ._diagnostics import Finding, Section, run_folder, wandb_logger
 from .plots import line_plot
@@ -79,7 +80,8 @@ class TrainingReport(Callback):
         self.markdown = ""
         self.findings: list[Finding] = []
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         self.epoch_metrics.append((trainer.current_epoch, values))
 
@@ -98,7 +100,8 @@ class TrainingReport(Callback):
         lines = ["| metric | last epoch |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(last.items())]
         return Section("Epoch metrics", [], lines, images)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         sections = [cb.report_section() for cb in trainer.callbacks if cb is not self and hasattr(cb, "report_section")]

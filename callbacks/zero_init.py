@@ -20,7 +20,9 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from ._init_core import InitCallback, apply_init
 
@@ -57,7 +59,8 @@ class ZeroInit(InitCallback):
             raise ValueError(f"ZeroInit(value={value}): use a finite constant, e.g. 0.0.")
         self.value = float(value)
 
-    def initialize(self, model: nn.Module, trainer=None) -> list[str]:
+    @override
+    def initialize(self, model: nn.Module, trainer: Trainer | None = None) -> list[str]:
         names = zero_init_(model, self.value, self.exclude, self.skip_pretrained)
         if names:
             warnings.warn(SYMMETRY_WARNING.format(value=self.value), UserWarning, stacklevel=2)

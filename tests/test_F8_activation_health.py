@@ -116,22 +116,21 @@ def test_F8_hooks_only_on_sampled_steps():
     """The cost stays small because only every N-th step is hooked (the timing benchmark is in test_D_training_report)."""
     calls = []
     monitor = ActivationHealth(every_n_steps=3)
-    original = monitor._hook
+    original = monitor._stats  # what the hooks record at each activation call
 
-    def counting(name):
-        record = original(name)
+    def counting(module, inputs, output):
+        calls.append(module)
+        return original(module, inputs, output)
 
-        def hook(*args) -> None:  # returns None: the forward output is left as it is
-            calls.append(name)
-            record(*args)
-        return hook
-
-    monitor._hook = counting
+    monitor._stats = counting
     seed_everything(0, verbose=False)
+    model = MLP(layers())
     Trainer(max_steps=7, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            accelerator="cpu", callbacks=[monitor]).fit(MLP(layers()), digits_batches())
+            accelerator="cpu", callbacks=[monitor]).fit(model, digits_batches())
     assert [s["step"] for s in monitor.samples] == [0, 3, 6]
-    assert calls == ["net.1", "net.3"] * 3  # one forward per sampled step, none elsewhere
+    names = {module: name for name, module in model.named_modules()}
+    assert [names[m] for m in calls] == ["net.1", "net.3"] * 3  # one forward per sampled step, none elsewhere
+    assert not any(m._forward_hooks for m in model.modules())  # and no hook left behind
 
 
 def test_F8_stats_and_arguments():

@@ -34,6 +34,25 @@ def test_T1_shape_table_follows_the_sizing_rules(pkg):
     assert size_warnings(rows, (1, 1, 32, 32)) == []
 
 
+def test_T1_the_probe_leaves_the_model_as_it_was_even_on_error():
+    """One eval, no-grad forward (callbacks/probe.py): BatchNorm statistics untouched, each module's own
+    training flag back, and no hook left behind, also when the forward raises."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(), nn.Flatten(), nn.Linear(256, 2))
+    net.train()
+    net[1].eval()  # mixed flags, as a frozen BatchNorm has them
+    flags = [m.training for m in net.modules()]
+    running_mean = net[1].running_mean.clone()
+    rows = shape_table(net, torch.randn(1, 1, 8, 8))
+    assert [r.name for r in rows] == ["0", "1", "2", "3", "4"] and rows[-1].output_shape == (1, 2)
+    assert torch.equal(net[1].running_mean, running_mean)
+    assert [m.training for m in net.modules()] == flags
+    broken = nn.Sequential(*net[:4], nn.Linear(5, 2))  # 256 features into a 5-input layer: the forward raises
+    with pytest.raises(RuntimeError):
+        shape_table(broken, torch.randn(1, 1, 8, 8))
+    assert [m.training for m in broken.modules()][1:] == flags[1:]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in broken.modules())
+
+
 def test_T1_a_48x48_input_warns_that_it_is_not_a_power_of_2(pkg):
     net = sized_convnet(pkg, widths=(8, 16, 32))
     check = SizeCheck()

@@ -3,6 +3,7 @@ size, and LRBatchScaling sets the LR for the global batch (devices x batch x acc
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -81,16 +82,17 @@ class LRProbe(Callback):
 
 
 @pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 2.0), ("sqrt", math.sqrt(2.0))])
-def test_T2_accumulation_scales_the_lr_as_configured(rule, factor, capsys):
+def test_T2_accumulation_scales_the_lr_as_configured(rule, factor, caplog):
     data = TensorDataset(torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,)))
     probe = LRProbe()
     trainer = Trainer(max_epochs=1, limit_train_batches=4, accumulate_grad_batches=2, logger=False, accelerator="cpu",
                       callbacks=[LRBatchScaling(rule=rule, reference_batch=16, batch_size=16), probe],
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(TinyNet(), DataLoader(data, batch_size=16))
+    with caplog.at_level(logging.INFO):  # said by rank_zero_info (the pytorch_lightning logger)
+        trainer.fit(TinyNet(), DataLoader(data, batch_size=16))
     # global batch 1 device x 16 x 2 accumulation = 32 = 2 x the reference batch
     assert probe.lrs == pytest.approx([0.1 * factor] * 4)
-    assert f"global batch 32 = 1 device(s) x 16 x 2 accumulation; rule '{rule}'" in capsys.readouterr().out
+    assert f"global batch 32 = 1 device(s) x 16 x 2 accumulation; rule '{rule}'" in caplog.text
 
 
 def test_T2_two_devices_with_accumulation_two():

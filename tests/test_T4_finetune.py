@@ -4,6 +4,8 @@ accuracy per stage, and `auto` logs the cell it picked — a different one for a
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import yaml
@@ -104,13 +106,14 @@ def test_T4_finetune_all_gradual_unfreezing_starts_at_the_top(pkg, digits, pretr
     assert moved == {"7", "8", "10", "11"}  # stage 2: conv 7, BN 8, conv 10, BN 11; stage 1 (0-5) untouched
 
 
-def test_T4_stage_probe_reports_one_accuracy_per_stage(pkg, digits, pretrained, tmp_path, capsys):
+def test_T4_stage_probe_reports_one_accuracy_per_stage(pkg, digits, pretrained, tmp_path, capsys, caplog):
     reference = backbone_state(pretrained)
     model = finetune_model(pkg, pretrained)
     probe = StageProbe()
     trainer = make_trainer([probe], tmp_path, logger=CSVLogger(tmp_path, name="run"), limit_train_batches=10,
                            limit_val_batches=4)
-    trainer.fit(model, datamodule=digits)
+    with caplog.at_level(logging.INFO):  # said by rank_zero_info (the pytorch_lightning logger)
+        trainer.fit(model, datamodule=digits)
     with capsys.disabled():
         print(f"\nstage-probe val accuracies: {probe.accuracies}, best stage {probe.best_stage}")
     assert len(probe.accuracies) == len(WIDTHS) and all(0.0 <= a <= 1.0 for a in probe.accuracies)
@@ -119,14 +122,15 @@ def test_T4_stage_probe_reports_one_accuracy_per_stage(pkg, digits, pretrained, 
     assert changed(model, reference) == head_keys(model)  # the backbone stayed frozen
     best = torch.load(tmp_path / "run" / "version_0" / "stage_probe_best.pt", weights_only=False)
     assert best(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
-    assert "best stage" in capsys.readouterr().out
+    assert "best stage" in caplog.text
 
 
-def test_T4_stage_probe_writes_nothing_under_fast_dev_run(pkg, digits, pretrained, tmp_path, monkeypatch, capsys):
+def test_T4_stage_probe_writes_nothing_under_fast_dev_run(pkg, digits, pretrained, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     probe = StageProbe()
-    make_trainer([probe], tmp_path, fast_dev_run=True).fit(finetune_model(pkg, pretrained), datamodule=digits)
-    assert probe.best_stage is not None and "not saved" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO):
+        make_trainer([probe], tmp_path, fast_dev_run=True).fit(finetune_model(pkg, pretrained), datamodule=digits)
+    assert probe.best_stage is not None and "not saved" in caplog.text
     assert list(tmp_path.iterdir()) == []
 
 
@@ -146,11 +150,12 @@ class Subsampled(LightningDataModule):
 
 
 @pytest.mark.parametrize(("size", "data"), [(40, "little"), (1257, "lots")])
-def test_T4_auto_picks_the_cell_by_data_size_and_logs_it(pkg, digits, pretrained, tmp_path, capsys, size, data):
+def test_T4_auto_picks_the_cell_by_data_size_and_logs_it(pkg, digits, pretrained, tmp_path, capsys, caplog, size, data):
     auto = AutoFinetune(min_samples_per_class=50, probe_samples=400)
     logger = CSVLogger(tmp_path, name="run")
-    make_trainer([auto], tmp_path, logger=logger, limit_train_batches=1, limit_val_batches=1).fit(
-        finetune_model(pkg, pretrained), datamodule=Subsampled(digits, size))
+    with caplog.at_level(logging.INFO):
+        make_trainer([auto], tmp_path, logger=logger, limit_train_batches=1, limit_val_batches=1).fit(
+            finetune_model(pkg, pretrained), datamodule=Subsampled(digits, size))
     choice = auto.choice
     with capsys.disabled():
         print(f"\nauto with {size} samples: {choice['strategy']} ({choice['reason']})")
@@ -161,7 +166,7 @@ def test_T4_auto_picks_the_cell_by_data_size_and_logs_it(pkg, digits, pretrained
     assert type(auto.strategy) is expected
     hparams = yaml.safe_load((tmp_path / "run" / "version_0" / "hparams.yaml").read_text())
     assert hparams["finetune/strategy"] == choice["strategy"] and "samples per class" in hparams["finetune/reason"]
-    assert f"-> {choice['strategy']}, because" in capsys.readouterr().out
+    assert f"-> {choice['strategy']}, because" in caplog.text
 
 
 def test_T4_similarity_measure_separates_clusters():
