@@ -153,3 +153,17 @@ def test_F1_F4_a_checkpoint_is_tested_with_its_own_activation_only(pkg, tmp_path
     # Same parameter names, so the weights would load silently: the callback's saved state catches it.
     with pytest.raises(ValueError, match="trained with 'tanh'.*recipes/activation/tanh.yaml"):
         Trainer(callbacks=[ActivationSwap("gelu")], **quiet).test(model(), loader, ckpt_path=tmp_path / "tanh.ckpt")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "leaky_relu", "prelu", "gelu"])
+def test_F1_F5_sized_convnet_is_built_with_its_activation_no_surgery_needed(backbones, name):
+    """Our own backbone takes the activation as an argument; the swap is for backbones we do not own."""
+    net = backbones.SizedConvNet(in_channels=1, num_classes=10, widths=(8, 16), convs_per_stage=1, activation=name)
+    expected = type(activation_factory(name)(8))
+    acts = [m for m in net.modules() if isinstance(m, (nn.ReLU, expected))]
+    assert len(acts) == 2 and all(type(m) is expected for m in acts)
+    if name == "prelu":
+        assert [m.num_parameters for m in acts] == [8, 16]  # one slope per channel of its conv
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    with pytest.raises(ValueError, match="activation='maxout'.*recipe activation/maxout"):
+        backbones.SizedConvNet(in_channels=1, num_classes=10, activation="maxout")

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .callbacks.activation_swap import ACTIVATIONS, Activation, activation_factory
+
 
 class SizedConvNet(nn.Sequential):
     """A plain convnet built by the lecture's sizing rules (trick T1).
@@ -30,6 +32,9 @@ class SizedConvNet(nn.Sequential):
         stage_dropout: dropout probability after each stage's pool (R5): one for all stages, or
             one per stage (e.g. [0.1, 0.2, 0.3]); 0 adds no layer.
         spatial_dropout: stage dropout drops whole channels (nn.Dropout2d) instead of single units.
+        activation: the nonlinearity after every conv (F1-F6): built in, so our own backbone needs no
+            surgery;  (recipes activation/*) is for backbones we do not own. Maxout
+            rewrites layers and stays a swap (recipe activation/maxout).
 
     Example:
         >>> net = SizedConvNet(in_channels=1, num_classes=10)
@@ -47,7 +52,12 @@ class SizedConvNet(nn.Sequential):
         dropout: float = 0.0,
         stage_dropout: float | Sequence[float] = 0.0,
         spatial_dropout: bool = False,
+        activation: Activation = "relu",
     ) -> None:
+        if activation not in ACTIVATIONS or activation == "maxout":
+            raise ValueError(f"activation={activation!r}: choose one of {', '.join(a for a in ACTIVATIONS if a != 'maxout')} "
+                             "(maxout rewrites layers: add the recipe activation/maxout).")
+        make_activation = activation_factory(activation)
         if in_channels < 1 or num_classes < 2:
             raise ValueError(f"in_channels={in_channels}, num_classes={num_classes}: need >= 1 channel and >= 2 classes.")
         if not widths or any(w < 1 for w in widths):
@@ -67,7 +77,7 @@ class SizedConvNet(nn.Sequential):
                 layers.append(nn.Conv2d(channels, width, kernel_size=3, stride=1, padding=1, bias=not batch_norm))
                 if batch_norm:
                     layers.append(nn.BatchNorm2d(width))
-                layers.append(nn.ReLU(inplace=True))
+                layers.append(nn.ReLU(inplace=True) if activation == "relu" else make_activation(width))
                 channels = width
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             if drop > 0:
