@@ -26,8 +26,7 @@ from pytorch_lightning import Trainer
 from torch import nn
 from typing_extensions import override
 
-from ._init_core import InitCallback, init_targets
-from .orthogonal_init import orthogonal_init_
+from .init_schemes import InitCallback, init_targets, orthogonal_init_
 from .probe import probe_forward
 
 __all__ = ["LSUVInit", "lsuv_init_"]

@@ -9,7 +9,7 @@ reader falls back (listed below) when the attribute is missing. Attributes of
 
 One more mark is not on the LightningModule but on its layers: `pretrained_weights` (the weights'
 name or checkpoint path), set by the generated `backbones.py` (torchvision weights) and by
-`ImageClassifier.load_pretrained` on every layer they loaded; the init callbacks (`_init_core`
+`ImageClassifier.load_pretrained` on every layer they loaded; the init callbacks (`init_schemes`
 `PRETRAINED_ATTR`) leave such layers alone.
 
 tests/test_callback_protocol.py checks that the project's module provides `PROVIDED_BY_MODULE` and that
@@ -43,7 +43,7 @@ class TrickModule(Protocol):
     example_input_array: torch.Tensor | None
 
     # Set by ImageClassifier (__init__ for torchvision weights, load_pretrained for a checkpoint): where the
-    # weights came from, None for a random init. Read by the init callbacks (_init_core.InitCallback: nothing
+    # weights came from, None for a random init. Read by the init callbacks (init_schemes.InitCallback: nothing
     # is re-initialized when set and no layer is marked) and finetune_parts.ensure_pretrained (warns when None).
     pretrained_source: str | None
 

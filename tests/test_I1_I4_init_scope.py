@@ -12,9 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks._init_core import PRETRAINED_ATTR, init_targets
-from callbacks.he_init import HeInit, he_init_
-from callbacks.zero_init import ZeroInit, zero_init_
+from callbacks.init_schemes import PRETRAINED_ATTR, HeInit, ZeroInit, he_init_, init_targets, zero_init_
 
 
 class TinyNet(LightningModule):

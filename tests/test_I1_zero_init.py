@@ -8,8 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.he_init import HeInit
-from callbacks.zero_init import ZeroInit
+from callbacks.init_schemes import HeInit, ZeroInit
 
 
 class TinyNet(LightningModule):

@@ -10,8 +10,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.calibrated_init import CalibratedInit, calibrated_init_
-from callbacks.he_init import HeInit, he_init_
+from callbacks.init_schemes import CalibratedInit, HeInit, calibrated_init_, he_init_
 
 DEPTH = 30
 

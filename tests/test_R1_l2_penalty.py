@@ -13,8 +13,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks._penalty_core import penalized_parameters
-from callbacks.l2_penalty import L2Penalty
+from callbacks.weight_penalties import L2Penalty, penalized_parameters
 
 from conftest import offline_env
 

@@ -17,12 +17,11 @@ from jsonargparse import ArgumentParser
 from callbacks.activation_swap import ACTIVATIONS, ActivationSwap
 from callbacks.compile_model import MODES as COMPILE_MODES
 from callbacks.compile_model import CompileModel
-from callbacks.he_init import DISTRIBUTIONS as HE_DISTRIBUTIONS
-from callbacks.he_init import MODES as HE_MODES
-from callbacks.he_init import HeInit
+from callbacks.init_schemes import DISTRIBUTIONS as HE_DISTRIBUTIONS
+from callbacks.init_schemes import DISTRIBUTIONS as SMALL_DISTRIBUTIONS  # one tuple for both schemes
+from callbacks.init_schemes import MODES as HE_MODES
+from callbacks.init_schemes import HeInit, SmallRandomInit
 from callbacks.lr_batch_scaling import RULES, LRBatchScaling
-from callbacks.small_random_init import DISTRIBUTIONS as SMALL_DISTRIBUTIONS
-from callbacks.small_random_init import SmallRandomInit
 from callbacks.xu_rrelu import _SAMPLING, XuRReLU
 
 # (class, option, the module's tuple of accepted values); None in a tuple means the option is Optional.

@@ -103,7 +103,7 @@ def _resnet(name: str) -> Callable[..., nn.Module]:
 
         net = torchvision.models.get_model(name, weights=weights)
         if weights is not None:
-            # Marks the loaded layers so init callbacks leave them alone (callbacks/_init_core.py,
+            # Marks the loaded layers so init callbacks leave them alone (callbacks/init_schemes.py,
             # PRETRAINED_ATTR); the layers replaced below are new and unmarked.
             for module in net.modules():
                 module.pretrained_weights = weights
