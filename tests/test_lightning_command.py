@@ -37,3 +37,15 @@ def test_without_another_lightning_command_ours_reports_the_choices(pkg, monkeyp
     with pytest.raises(SystemExit):
         cli.lightning_main()
     assert "fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "expected"), [("ensemble", "seeds"), ("audit", "--threshold"), ("tanda", "learn")])
+def test_project_commands_are_subcommands_with_their_own_help(pkg, capsys, command, expected):
+    cli = importlib.import_module(f"{TEST_PACKAGE}.cli")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0 and expected in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in cli.COMMANDS) and "{fit,validate,test,predict}" in listing

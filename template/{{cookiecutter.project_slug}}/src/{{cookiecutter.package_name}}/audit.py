@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from . import datasets
+from .data_config import datamodule_from_section
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
 from .transforms.identity_check import identity_changing
@@ -106,15 +107,9 @@ def format_table(clean_accuracy: float, rows: list[AuditRow], threshold: float) 
 
 def load_datamodule(config: dict, checkpoint: dict) -> ImageDataModule:
     """The run's DataModule from its resolved config's `data` section, with the checkpoint's statistics."""
-    from jsonargparse import ArgumentParser
-
     data = dict(config.get("data") or {})
     data["allow_identity_changing"] = True  # the audit's job is to look at such transforms, not refuse them
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(ImageDataModule, "data", fail_untyped=False)
-    parsed = parser.parse_object({"data": data})
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    datamodule = instantiate(parsed).data
+    datamodule = datamodule_from_section(data)
     if ImageDataModule.__qualname__ in checkpoint:
         datamodule.load_state_dict(checkpoint[ImageDataModule.__qualname__])
     return datamodule

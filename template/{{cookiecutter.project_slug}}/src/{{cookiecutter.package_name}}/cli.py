@@ -7,6 +7,7 @@ Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the sa
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import pickle
 import sys
@@ -35,6 +36,12 @@ from .preflight import (
 )
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# The project's other commands, `<slug> <command> ...` (each with its own --help): module, one-line help.
+COMMANDS = {
+    "ensemble": ("ensemble.command", "E1/E2/E3/E5: test, predict, seeds, topk with several checkpoints as one model"),
+    "audit": ("audit", "A7: which augmentations change what a trained model sees"),
+    "tanda": ("tanda.__main__", "A5: learn an augmentation policy (TANDA) and compare it"),
+}
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -166,6 +173,11 @@ def main(args: list[str] | None = None) -> CLI:
     """Entry point of `<project-slug>` and `python -m <package>`; `test|predict --ensemble ckpts...`
     evaluates several checkpoints as one model (E5, the EnsembleModule)."""
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] and argv[0] in COMMANDS:
+        return importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__).main(argv[1:])
+    if argv[:1] in (["-h"], ["--help"]):
+        print("Other commands (each with --help):", *(f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()),
+              sep="\n", end="\n\n")
     if argv[:1] in (["test"], ["predict"]) and "--ensemble" in argv:
         from .ensemble import main as ensemble_main
 

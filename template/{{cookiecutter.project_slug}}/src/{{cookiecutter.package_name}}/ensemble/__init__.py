@@ -1,0 +1,19 @@
+"""E1/E2/E3/E5 — ensembles: several checkpoints as one model, and the command that builds them.
+
+`module.py` holds the EnsembleModule, `checkpoints.py` what a source names and how members load,
+`command.py` the `ensemble` command (`<slug> ensemble --help`).
+"""
+
+from .checkpoints import (
+           build_member,
+           checkpoint_score,
+           expand_checkpoints,
+           load_checkpoint,
+           top_k_checkpoints,
+           top_k_wandb,
+)
+from .command import build_datamodule, main, run_ensemble, train_seeds
+from .module import EnsembleModule
+
+__all__ = ["EnsembleModule", "build_datamodule", "build_member", "checkpoint_score", "expand_checkpoints", "load_checkpoint",
+           "main", "run_ensemble", "top_k_checkpoints", "top_k_wandb", "train_seeds"]
