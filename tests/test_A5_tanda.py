@@ -89,7 +89,7 @@ def test_A5_saved_policy_loads_weights_only_and_reproduces_probabilities(tanda, 
 
 def test_A5_pruned_and_unpruned_tfs_meet_the_identity_check(pkg, tanda, learned, tmp_path):
     identity_changing = importlib.import_module(f"{pkg.__name__}.transforms.identity_check").identity_changing
-    rules = importlib.import_module(f"{pkg.__name__}.datasets").IDENTITY_CHANGING["digits"]
+    rules = importlib.import_module(f"{pkg.__name__}.datasets").DATASETS["digits"].identity_changing
     path = tanda.save_policy(learned["mean_field"], tmp_path / "policy.pt")
     pruned = tanda.TandaAugment(policy_path=str(path), min_probability=0.05)
     assert "invert" not in [n for n, k in zip(pruned.tf_names, pruned.keep.tolist(), strict=True) if k]

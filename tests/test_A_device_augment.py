@@ -121,14 +121,13 @@ def test_A_device_augment_datamodule_paths_agree_with_preprocessing(pkg):
 
 
 def test_A_device_augment_preprocess_batch_equals_per_sample(pkg):
-    batched_mod = importlib.import_module(f"{pkg.__name__}.transforms.batched")
-    prep = importlib.import_module(f"{pkg.__name__}.mixins.preprocessing")
+    prep = importlib.import_module(f"{pkg.__name__}.transforms.preprocessing")
     images = torch.rand(40, 3, 4, 4)
     stats = prep.measure([images], whiten=True)
     for mode in ("standardize", "center", "minmax", "zca", "pca", "none"):
         state = prep.fit_preprocessing(mode, stats) if mode != "none" else {}
         one_by_one = torch.stack([prep.Preprocess(mode, state)(image) for image in images])
-        assert torch.allclose(batched_mod.preprocess_batch(images, mode, state), one_by_one, atol=1e-5), mode
+        assert torch.allclose(prep.preprocess_batch(images, mode, state), one_by_one, atol=1e-5), mode
 
 
 def test_A_device_augment_batches_shapes_dtypes_and_training_only(pkg):

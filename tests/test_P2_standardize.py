@@ -19,7 +19,7 @@ def test_P2_standardize_gives_unit_std_per_channel(pkg):
 
 
 def test_P2_statistics_are_per_channel(pkg):
-    prep = importlib.import_module(f"{pkg.__name__}.mixins.preprocessing")
+    prep = importlib.import_module(f"{pkg.__name__}.transforms.preprocessing")
     images = torch.stack([torch.rand(2000) * 4 + 10, torch.randn(2000) * 0.1 - 3, torch.rand(2000)]).T.reshape(2000, 3, 1, 1)
     state = prep.fit_preprocessing("standardize", prep.measure([images[:700], images[700:]]))
     out = torch.stack([prep.Preprocess("standardize", state)(x) for x in images])

@@ -40,7 +40,7 @@ def test_P4_whitened_covariance_is_identity(pkg, kind):
 
 
 def test_P4_whitening_core_decorrelates_correlated_data(pkg):
-    prep = importlib.import_module(f"{pkg.__name__}.mixins.preprocessing")
+    prep = importlib.import_module(f"{pkg.__name__}.transforms.preprocessing")
     torch.manual_seed(0)
     mixing = torch.tensor([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.3, 0.2, 0.1]])
     images = (torch.randn(4000, 3) @ mixing.T).reshape(4000, 3, 1, 1)

@@ -164,7 +164,7 @@ def test_image_that_fails_to_decode_mid_run_is_named(pkg, tmp_path):
     jpeg.write_bytes(jpeg.read_bytes()[:-2000])
     dm = pkg.ImageDataModule("imagefolder", root=str(tmp_path / "pets"), corrupt_images="error")  # passes the header check
     dm.setup("fit")
-    dataset = pkg.datasets._image_folder(tmp_path / "pets")
+    dataset = pkg.datasets.ImageFolderDataset(tmp_path / "pets", dm.classes)
     index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("cut.jpg")][0]
     with pytest.raises(OSError, match=r"cut.jpg: cannot decode this image .*Delete or replace the file"):
         dataset[index]

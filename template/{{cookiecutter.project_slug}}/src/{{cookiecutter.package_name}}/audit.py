@@ -70,7 +70,7 @@ def audit_transforms(model: nn.Module, datamodule: ImageDataModule, transforms: 
     datamodule.setup("validate")
     base = v2.Compose(datamodule._base_transform() or [v2.Identity()])
     preprocess = datamodule.preprocess_transform()
-    rules = datasets.IDENTITY_CHANGING.get(datamodule.dataset, {})
+    rules = datasets.DATASETS[datamodule.dataset].identity_changing or {}
     samples = [datamodule.splits.val[i] for i in range(len(datamodule.splits.val))]
     raw = [base(s[0], s[1]) if len(s) == 3 else (base(s[0]), None) for s in samples]
     labels = torch.tensor([int(s[-1]) for s in samples])

@@ -4,9 +4,10 @@ and pre-processing statistics measured on the training split (P1–P4)."""
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -17,10 +18,18 @@ from torchvision.transforms import v2
 from . import datasets
 from . import transforms as _transforms  # noqa: F401  (so configs can name our transforms by short name)
 from .folds import check_folds, k_fold_splits
-from .mixins.preprocessing import PREPROCESS, PreprocessingMixin, batches_of
 from .transforms.batch_mix import mix_batch
-from .transforms.batched import BatchedAugment, preprocess_batch
+from .transforms.batched import BatchedAugment
 from .transforms.identity_check import identity_changing
+from .transforms.preprocessing import (
+    NEEDS_COVARIANCE,
+    PREPROCESS,
+    Preprocess,
+    batches_of,
+    fit_preprocessing,
+    measure,
+    preprocess_batch,
+)
 
 
 class TransformedDataset(Dataset):
@@ -88,9 +97,15 @@ def _one_cpu_thread(enabled: bool):
         torch.set_num_threads(previous)
 
 
-class ImageDataModule(PreprocessingMixin, LightningDataModule):
+class ImageDataModule(LightningDataModule):
     """Image classification data: `digits` (embedded), `mnist`, `fashion_mnist`, `cifar10`,
-    `cifar100` (torchvision), `imagefolder` (class sub-folders) and `shapes` (synthetic, with masks).
+    `cifar100` (torchvision), `imagefolder` (class sub-folders) and `shapes` (synthetic, with masks);
+    each described by its `DatasetSpec` in `datasets.DATASETS`.
+
+    Pre-processing (P1–P4, formulas in transforms/preprocessing.py): the statistics are measured
+    once on the training split without augmentation (at the first dataloader), kept in
+    `preprocess_state`, saved in every checkpoint and restored from it, so a new process
+    normalizes exactly as training did.
 
     Args:
         dataset: which dataset.
@@ -156,6 +171,7 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         super().__init__()
         if dataset not in datasets.DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is unknown: choose one of {', '.join(datasets.DATASETS)}.")
+        spec = datasets.DATASETS[dataset]
         if image_size < 1:
             raise ValueError(f"data.image_size={image_size}: use a positive size such as 32.")
         if batch_size < 1:
@@ -173,21 +189,27 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         self.download = download
         self.augment = list(augment or [])
         self.batch_augment = list(batch_augment or [])
-        if masks and dataset != "imagefolder":
+        if masks and not spec.from_folder:
             raise ValueError(f"data.masks=true needs data.dataset=imagefolder (got {dataset!r}); `shapes` has masks already.")
-        self.masks = masks or dataset in datasets.WITH_MASKS
+        self.masks = masks or spec.has_masks
         self.allow_identity_changing = allow_identity_changing
-        reasons = identity_changing(self.augment, datasets.IDENTITY_CHANGING.get(dataset, {}))
+        reasons = identity_changing(self.augment, spec.identity_changing)
         if reasons and not allow_identity_changing:
             raise ValueError(
                 f"data.augment changes what {dataset} images show (A7): {'; '.join(reasons)}. Remove that transform "
                 "(or the recipe that adds it), or set data.allow_identity_changing=true if you mean it."
             )
-        self._init_preprocessing(preprocess, whiten_eps)
-        if device_augment and dataset == "imagefolder":
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"data.preprocess={preprocess!r}: choose one of {', '.join(PREPROCESS)}.")
+        if not whiten_eps > 0:
+            raise ValueError(f"data.whiten_eps={whiten_eps}: use a small positive value such as 0.01.")
+        self.preprocess, self.whiten_eps = preprocess, whiten_eps
+        self.preprocess_state: dict[str, torch.Tensor] | None = None
+        if device_augment and spec.from_folder:
+            small = ", ".join(name for name, s in datasets.DATASETS.items() if not s.from_folder)
             raise ValueError(
                 "data.device_augment=true keeps the whole training split in device memory, which is meant for small "
-                "datasets (digits, mnist, fashion_mnist, cifar10/100, shapes): set data.device_augment=false for imagefolder."
+                f"datasets ({small}): set data.device_augment=false for {dataset}."
             )
         self.device_augment = device_augment
         # Fails now, naming the transform, when one has no batched counterpart.
@@ -196,15 +218,19 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         if corrupt_images not in datasets.CORRUPT_IMAGES:
             raise ValueError(f"data.corrupt_images={corrupt_images!r}: use one of {', '.join(datasets.CORRUPT_IMAGES)}.")
         self.skipped_images: frozenset[Path] = frozenset()
-        if dataset == "imagefolder":
+        if spec.from_folder:
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit
             self.skipped_images = datasets.check_images(self.root, corrupt_images)
             datasets.check_classes_have_images(self.root, self.classes, self.skipped_images)
         else:
-            if dataset in datasets.TORCHVISION_CLASSES and not download:
+            if spec.torchvision_class and not download:
                 datasets.check_torchvision_folder(dataset, self.root)
-            self.classes = [str(i) for i in range(datasets.NUM_CLASSES[dataset])]
+            self.classes = [str(i) for i in range(spec.num_classes)]
         self.splits: datasets.Splits | None = None
+
+    @property
+    def spec(self) -> datasets.DatasetSpec:
+        return datasets.DATASETS[self.dataset]
 
     @property
     def num_classes(self) -> int:
@@ -212,14 +238,14 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
 
     @property
     def num_channels(self) -> int:
-        return datasets.NUM_CHANNELS[self.dataset]
+        return self.spec.channels
 
     def prepare_data(self) -> None:
-        if self.dataset in datasets.TORCHVISION_CLASSES and self.download:
+        if self.spec.torchvision_class and self.download:
             datasets.download_torchvision(self.dataset, self.root)
 
     def _base_transform(self) -> list[nn.Module]:
-        if self.dataset in ("digits", "shapes"):  # already float tensors at image_size
+        if self.spec.at_image_size:  # already float tensors at image_size
             return []
         return [v2.ToImage(), v2.Resize((self.image_size, self.image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
 
@@ -229,11 +255,43 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
         base = v2.Compose(self._base_transform() or [v2.Identity()])
         return batches_of(TransformedDataset(self.splits.train, base), num_workers=self.num_workers)
 
-    def _published_stats(self):
-        return datasets.STATS.get(self.dataset)
+    def _published_stats(self) -> tuple | None:
+        return self.spec.stats
 
-    def _preprocessing_changed(self) -> None:
-        self._pipelines = None
+    # ------------------------------------------------------------------------- pre-processing (P1–P4)
+    def fit_preprocessing(self) -> dict[str, torch.Tensor]:
+        """Measure on the training split (once) and keep the result; later calls reuse it."""
+        if self.preprocess_state is None:
+            published = self._published_stats() if self.preprocess == "published" else None
+            if self.preprocess == "none":
+                self.preprocess_state = {}
+            elif published is not None:
+                mean, std = published
+                self.preprocess_state = {"shift": torch.tensor(mean), "scale": torch.tensor(std)}
+            else:
+                stats = measure(self._statistics_batches(), whiten=self.preprocess in NEEDS_COVARIANCE)
+                self.preprocess_state = fit_preprocessing(self.preprocess, stats, self.whiten_eps)
+        return self.preprocess_state
+
+    def preprocess_transform(self) -> Preprocess:
+        return Preprocess(self.preprocess, self.fit_preprocessing())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "preprocess": self.preprocess, "preprocess_state": self.fit_preprocessing()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "preprocess_state" not in state_dict:
+            return
+        saved = state_dict["preprocess"]
+        if saved != self.preprocess:
+            warnings.warn(
+                f"data.preprocess={self.preprocess!r} but the checkpoint was trained with {saved!r}: "
+                f"using the checkpoint's {saved!r} statistics so the model sees the inputs it was trained on.",
+                stacklevel=2,
+            )
+            self.preprocess = saved
+        self.preprocess_state = dict(state_dict["preprocess_state"])
+        self._pipelines = None  # built with the older statistics
 
     def _build_pipelines(self) -> tuple[nn.Module, nn.Module]:
         if getattr(self, "_pipelines", None) is None:
@@ -252,18 +310,10 @@ class ImageDataModule(PreprocessingMixin, LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        if self.dataset == "digits":
-            self.splits = datasets.load_digits(self.image_size, self.val_fraction, self.test_fraction, self.split_seed)
-        elif self.dataset == "shapes":
-            self.splits = datasets.load_shapes(self.image_size, self.val_fraction, self.test_fraction, self.split_seed)
-        elif self.dataset == "imagefolder" and self.masks:
-            self.splits = datasets.load_masked_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed,
-                                                            self.skipped_images)
-        elif self.dataset == "imagefolder":
-            self.splits = datasets.load_image_folder(self.root, self.val_fraction, self.test_fraction, self.split_seed,
-                                                     self.skipped_images)
-        else:
-            self.splits = datasets.load_torchvision(self.dataset, self.root, self.val_fraction, self.split_seed)
+        self.splits = self.spec.loader(datasets.LoadOptions(
+            self.dataset, self.root, self.image_size, self.val_fraction, self.test_fraction, self.split_seed,
+            masks=self.masks, skip=self.skipped_images,
+        ))
         self.splits = k_fold_splits(self.splits, self.num_folds, self.fold, self.split_seed)  # E2; as is when num_folds=1
         # Pipelines (and pre-processing statistics) are built at the first dataloader: Lightning
         # restores a checkpoint's statistics after `setup`, so they are never measured twice.

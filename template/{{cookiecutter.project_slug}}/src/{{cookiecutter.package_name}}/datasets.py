@@ -1,41 +1,30 @@
-"""Dataset loaders: embedded digits, torchvision's MNIST/Fashion-MNIST/CIFAR, and image folders.
+"""Datasets: embedded digits, torchvision's MNIST/Fashion-MNIST/CIFAR, image folders, synthetic shapes.
 
-Each loader returns a `Splits` of datasets yielding `(image, label)` with images as uint8 or float
-tensors/PIL images; the DataModule adds the transforms. No loader touches the network unless the
-user asked for a download.
+`DATASETS` holds one `DatasetSpec` per `data.dataset` name: its loader, class count, channels,
+published statistics, A7 rules, torchvision class and whether samples carry masks. Each loader
+returns a `Splits` of datasets yielding `(image, label)` (or `(image, mask, label)`) with images as
+uint8 or float tensors/PIL images; the DataModule adds the transforms. No loader touches the
+network unless the user asked for a download.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset, random_split
+from torchvision.datasets import ImageFolder
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "shapes")
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "shapes": 2}
-NUM_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "shapes": 1}
-# Datasets whose samples carry a segmentation mask (A6 needs one); imagefolder has them with data.masks=true.
-WITH_MASKS = ("shapes",)
-# A7: transforms that change what an image of this dataset shows (see transforms/identity_check.py).
-_DIGIT_RULES = {
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# A7: transforms that change what an image of a dataset shows (see transforms/identity_check.py).
+DIGIT_RULES = {
     "horizontal_flip": "a mirrored 2, 3, 4, 5, 7 or 9 is no digit",
     "vertical_flip": "an upside-down 6 reads as a 9 and a mirrored 2 or 5 as no digit",
     "max_rotation": (30.0, "a 6 turned far enough is a 9, a 7 an L"),
 }
-IDENTITY_CHANGING = {"digits": _DIGIT_RULES, "mnist": _DIGIT_RULES}
-# Published per-channel statistics of the training sets (digits: measured on its training split).
-STATS = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's
-}
-TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -48,6 +37,53 @@ class Splits:
     val: Dataset
     test: Dataset
     classes: list[str]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a dataset's loader may need (each takes what it uses)."""
+
+    name: str
+    root: Path
+    image_size: int
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    masks: bool = False
+    skip: frozenset[Path] = frozenset()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the project knows about one dataset, in one place (the `DATASETS` registry).
+
+    Args:
+        name: the `data.dataset` value.
+        loader: `loader(LoadOptions) -> Splits`.
+        num_classes: the class count, or None when the classes are the folder's sub-folders (imagefolder).
+        channels: image channels as the model sees them.
+        stats: the published per-channel (mean, std) of the training split, or None (measured instead).
+        identity_changing: A7 rules: the transforms that change what an image shows (see
+            transforms/identity_check.py), e.g. flips on digits.
+        torchvision_class: the torchvision.datasets class name, for download and the layout on disk.
+        has_masks: every sample carries a segmentation mask (A6); an image folder has them with data.masks=true.
+        at_image_size: the loader yields float tensors at data.image_size already (no decode/resize/cast).
+    """
+
+    name: str
+    loader: Callable[[LoadOptions], Splits]
+    num_classes: int | None
+    channels: int
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    identity_changing: Mapping = field(default_factory=dict)
+    torchvision_class: str | None = None
+    has_masks: bool = False
+    at_image_size: bool = False
+
+    @property
+    def from_folder(self) -> bool:
+        """The classes (and images) come from a folder given by data.root."""
+        return self.num_classes is None
 
 
 def carve(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Subset]:
@@ -119,7 +155,7 @@ def load_shapes(image_size: int, val_fraction: float, test_fraction: float, seed
 
 
 def missing_data_message(name: str, root: Path, cause: object, downloading: bool) -> str:
-    layout = f"the layout torchvision.datasets.{TORCHVISION_CLASSES[name]} expects"
+    layout = f"the layout torchvision.datasets.{DATASETS[name].torchvision_class} expects"
     if downloading:
         return (
             f"{name} is not in {root.resolve()} and could not be downloaded ({cause}). Retry when online, "
@@ -135,7 +171,7 @@ def download_torchvision(name: str, root: Path) -> None:
     """Fetch a torchvision dataset into `root` (users only; tests write the files themselves)."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    cls = getattr(tvd, DATASETS[name].torchvision_class)
     for train in (True, False):
         try:
             cls(str(root), train=train, download=True)
@@ -147,7 +183,7 @@ def check_torchvision_folder(name: str, root: Path) -> None:
     """Without download, the dataset's folder must exist now, not when training starts."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    cls = getattr(tvd, DATASETS[name].torchvision_class)
     folder = root / cls.base_folder if hasattr(cls, "base_folder") else root / cls.__name__ / "raw"
     if not folder.is_dir():
         raise DataNotFoundError(missing_data_message(name, root, f"no folder {folder}", downloading=False))
@@ -156,7 +192,7 @@ def check_torchvision_folder(name: str, root: Path) -> None:
 def load_torchvision(name: str, root: Path, val_fraction: float, seed: int) -> Splits:
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, TORCHVISION_CLASSES[name])
+    cls = getattr(tvd, DATASETS[name].torchvision_class)
     try:
         train_full = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
@@ -238,21 +274,6 @@ def check_classes_have_images(root: Path, classes: list[str], skip: frozenset[Pa
             )
 
 
-def _image_folder(path: Path, skip: frozenset[Path] = frozenset()):
-    from torchvision.datasets import ImageFolder
-
-    def usable(file: str) -> bool:
-        return Path(file).suffix.lower() in IMAGE_SUFFIXES and Path(file) not in skip
-
-    try:
-        return ImageFolder(str(path), loader=load_rgb, is_valid_file=usable)
-    except FileNotFoundError as error:
-        raise DataNotFoundError(
-            f"{path.resolve()} has no usable images ({error}). Each class needs a sub-folder with at least one "
-            f"image ({', '.join(sorted(IMAGE_SUFFIXES))}); remove empty class folders or add images."
-        ) from error
-
-
 def image_folder_root(root: Path) -> Path:
     """`root/train` when it exists (with optional `root/val`, `root/test`), else `root` itself."""
     if not root.is_dir():
@@ -283,73 +304,114 @@ def image_folder_classes(root: Path) -> list[str]:
     return classes
 
 
-def load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int,
-                      skip: frozenset[Path] = frozenset()) -> Splits:
-    """Class sub-folders; a val (and test) split is carved from train when its folder is missing.
-    Files in `skip` (see `check_images`) are left out."""
-    classes = image_folder_classes(root)
-    train_full = _image_folder(image_folder_root(root), skip)
-    has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
-    carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
-    parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
-    train = parts.pop(0)
-    val = _image_folder(root / "val", skip) if has_val else parts.pop(0)
-    test = _image_folder(root / "test", skip) if has_test else parts.pop(0)
-    return Splits(train, val, test, classes)
+class ImageFolderDataset(ImageFolder):
+    """Class sub-folders of images, `<folder>/<class>/<name>.<ext>` (nested folders too), labelled by
+    the position of their class in `classes`; files in `skip` (see `check_images`) are left out.
 
-
-class MaskedImageFolder(Dataset):
-    """Image folder whose images each have a mask: `<folder>/<class>/<name>.<ext>` and
-    `<folder>/masks/<class>/<name>.<any image ext>` (non-zero mask pixels are the object).
-
-    Samples are `(tv_tensors.Image uint8, tv_tensors.Mask (H, W) uint8, label)`.
+    Samples are `(PIL RGB image, label)`. With `masks`, each image also has a mask at
+    `<folder>/masks/<class>/<name>.<any image ext>` (non-zero pixels are the object), and samples are
+    `(tv_tensors.Image uint8, tv_tensors.Mask (H, W) uint8, label)` so the mask follows the transforms.
     """
 
-    def __init__(self, folder: Path, classes: list[str], skip: frozenset[Path] = frozenset()) -> None:
-        self.folder, self.classes = Path(folder), classes
-        self.samples: list[tuple[Path, Path, int]] = []
-        missing = []
-        for label, name in enumerate(classes):
-            for image in sorted(p for p in (self.folder / name).iterdir()
-                                if p.suffix.lower() in IMAGE_SUFFIXES and p not in skip):
-                masks = [m for m in (self.folder / "masks" / name).glob(image.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
-                if not masks:
-                    missing.append(image)
-                    continue
-                self.samples.append((image, masks[0], label))
-        if missing:
-            raise DataNotFoundError(
-                f"{len(missing)} image(s) in {self.folder.resolve()} have no mask, e.g. {missing[0]}: put one at "
-                f"{(self.folder / 'masks' / missing[0].parent.name / missing[0].name).resolve()} (any image format), "
-                "or set data.masks=false."
-            )
-        if not self.samples:
-            raise DataNotFoundError(f"{self.folder.resolve()} has no images with masks under {self.folder / 'masks'}.")
+    def __init__(self, folder: Path, classes: list[str], skip: frozenset[Path] = frozenset(), masks: bool = False) -> None:
+        self.folder, self.masks, self._class_list = Path(folder), masks, list(classes)
 
-    def __len__(self) -> int:
-        return len(self.samples)
+        def usable(file: str) -> bool:
+            return Path(file).suffix.lower() in IMAGE_SUFFIXES and Path(file) not in skip
+
+        try:
+            super().__init__(str(folder), loader=load_rgb, is_valid_file=usable)
+        except FileNotFoundError as error:
+            raise DataNotFoundError(
+                f"{self.folder.resolve()} has no usable images ({error}). Each class needs a sub-folder with at least one "
+                f"image ({', '.join(sorted(IMAGE_SUFFIXES))}); remove empty class folders or add images."
+            ) from error
+        self.folder = Path(self.root)  # as ImageFolder walked it (~ expanded)
+        self.mask_files: list[Path] = []
+        if masks:
+            found = {Path(path): self._mask_file(Path(path)) for path, _ in self.samples}
+            missing = [image for image, mask in found.items() if mask is None]
+            if missing:
+                raise DataNotFoundError(
+                    f"{len(missing)} image(s) in {self.folder.resolve()} have no mask, e.g. {missing[0]}: put one at "
+                    f"{(self.folder / 'masks' / missing[0].relative_to(self.folder)).resolve()} (any image format), "
+                    "or set data.masks=false."
+                )
+            self.mask_files = list(found.values())
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """The given classes (the `masks` folder, or val/ and test/ beside them, are no class)."""
+        return self._class_list, {name: index for index, name in enumerate(self._class_list)}
+
+    def _mask_file(self, image: Path) -> Path | None:
+        folder = (self.folder / "masks" / image.relative_to(self.folder)).parent
+        masks = sorted(m for m in folder.glob(image.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES)
+        return masks[0] if masks else None
 
     def __getitem__(self, index: int):
+        if not self.masks:
+            return super().__getitem__(index)
         from PIL import Image
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import functional as TF
 
-        image_path, mask_path, label = self.samples[index]
-        with Image.open(image_path) as image, Image.open(mask_path) as mask:
-            pixels = TF.pil_to_tensor(image.convert("RGB"))
+        path, label = self.samples[index]
+        with Image.open(self.mask_files[index]) as mask:
             object_mask = (TF.pil_to_tensor(mask.convert("L"))[0] > 0).to(torch.uint8)
-        return tv_tensors.Image(pixels), tv_tensors.Mask(object_mask), label
+        return tv_tensors.Image(TF.pil_to_tensor(self.loader(path))), tv_tensors.Mask(object_mask), label
 
 
-def load_masked_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int,
-                             skip: frozenset[Path] = frozenset()) -> Splits:
-    """Like `load_image_folder`, with a `masks/` folder beside the class folders of each split."""
+def load_image_folder(root: Path, val_fraction: float, test_fraction: float, seed: int,
+                      skip: frozenset[Path] = frozenset(), masks: bool = False) -> Splits:
+    """Class sub-folders; a val (and test) split is carved from train when its folder is missing.
+    Files in `skip` (see `check_images`) are left out; with `masks`, each split has a `masks/`
+    folder beside its class folders (see `ImageFolderDataset`)."""
     classes = image_folder_classes(root)
-    train_full = MaskedImageFolder(image_folder_root(root), classes, skip)
+
+    def folder(path: Path) -> ImageFolderDataset:
+        return ImageFolderDataset(path, classes, skip, masks)
+
+    train_full = folder(image_folder_root(root))
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
     carve_fractions = tuple(f for f, present in ((val_fraction, has_val), (test_fraction, has_test)) if not present)
     parts = carve(train_full, carve_fractions, seed) if carve_fractions else [train_full]
     train = parts.pop(0)
-    val = MaskedImageFolder(root / "val", classes, skip) if has_val else parts.pop(0)
-    test = MaskedImageFolder(root / "test", classes, skip) if has_test else parts.pop(0)
+    val = folder(root / "val") if has_val else parts.pop(0)
+    test = folder(root / "test") if has_test else parts.pop(0)
     return Splits(train, val, test, classes)
+
+
+# ----------------------------------------------------------------------------- the registry
+# Named functions, not lambdas: a DataModule (and its spec) may be pickled (DDP spawn, workers).
+def _load_digits(options: LoadOptions) -> Splits:
+    return load_digits(options.image_size, options.val_fraction, options.test_fraction, options.seed)
+
+
+def _load_shapes(options: LoadOptions) -> Splits:
+    return load_shapes(options.image_size, options.val_fraction, options.test_fraction, options.seed)
+
+
+def _load_torchvision(options: LoadOptions) -> Splits:
+    return load_torchvision(options.name, options.root, options.val_fraction, options.seed)
+
+
+def _load_image_folder(options: LoadOptions) -> Splits:
+    return load_image_folder(options.root, options.val_fraction, options.test_fraction, options.seed, options.skip,
+                             options.masks)
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("digits", _load_digits, num_classes=10, channels=1, identity_changing=DIGIT_RULES,
+                at_image_size=True),  # no published stats: measured on its training split
+    DatasetSpec("mnist", _load_torchvision, num_classes=10, channels=1, stats=((0.1307,), (0.3081,)),
+                identity_changing=DIGIT_RULES, torchvision_class="MNIST"),
+    DatasetSpec("fashion_mnist", _load_torchvision, num_classes=10, channels=1, stats=((0.2860,), (0.3530,)),
+                torchvision_class="FashionMNIST"),
+    DatasetSpec("cifar10", _load_torchvision, num_classes=10, channels=3,
+                stats=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), torchvision_class="CIFAR10"),
+    DatasetSpec("cifar100", _load_torchvision, num_classes=100, channels=3,
+                stats=((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), torchvision_class="CIFAR100"),
+    DatasetSpec("imagefolder", _load_image_folder, num_classes=None, channels=3,
+                stats=((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))),  # ImageNet's
+    DatasetSpec("shapes", _load_shapes, num_classes=2, channels=1, has_masks=True, at_image_size=True),
+)}

@@ -12,10 +12,13 @@ Card:
         Large on-disk data keeps the per-sample path (`device_augment: false`, the default).
     Cost: the training split in device memory (CIFAR-10 as uint8: 150 MB).
 
-Each supported transform has a counterpart here drawing its parameters from the SAME
-distribution as its per-sample version (torchvision's `make_params`, or ours), so both paths
-train on the same data distribution (tests/test_A_device_augment.py compares them). A transform
-of your own joins by defining `batched(images, generator) -> images` on (N, C, H, W) floats.
+Every supported transform has a batched form drawing its parameters from the SAME distribution
+as its per-sample version, so both paths train on the same data distribution
+(tests/test_A_device_augment.py compares them). Our transforms carry theirs as a
+`batched(images, generator) -> images` method on (N, C, H, W) floats, next to their per-sample
+form and sharing its core (crops.py, lens_distortion.py, stretch_shear.py; grids and the affine
+map in _warp.py); a transform of your own joins the same way. This file holds the counterparts
+of torchvision's transforms (their `make_params` drawn per image) and of the containers.
 
 Why here: torchvision v2 transforms draw one set of parameters per call (a batch gets the same
 flip, the same crop); Kornia would add a dependency. These are short, on `grid_sample`.
@@ -23,39 +26,26 @@ flip, the same crop); Kornia would add a dependency. These are short, on `grid_s
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
-from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+from torchvision.transforms.v2 import functional as TF
 
-from .crops import PadAndCrop, RandomScaleCrop
-from .lens_distortion import LensDistortion
+from ._draw import box_candidates, first_valid, randint_below, uniform
+from ._warp import affine_matrix, inverse_affine_grid, sample
+from .crops import random_resized_crop
 from .random_combination import RandomCombination
-from .stretch_shear import RandomStretchShear
 
-__all__ = ["BatchedAugment", "batched_transform", "preprocess_batch"]
+__all__ = ["BatchedAugment", "batched_transform"]
 
 BatchFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class UnsupportedTransformError(ValueError):
     """A transform in `data.augment` has no batched counterpart."""
-
-
-# ----------------------------------------------------------------------------- helpers
-def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device=device) * (high - low) + low
-
-
-def _randint(high: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Per-row integer in [0, high) (high >= 1), like torch.randint(0, high) row by row."""
-    high = high.float()
-    draw = (torch.rand(high.shape, generator=g, device=high.device) * high).floor()
-    return torch.minimum(draw, high - 1).long()
 
 
 def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,41 +62,7 @@ def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn: BatchFn, g: torch.Genera
     return out
 
 
-def _first_valid(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the first True per row of (N, tries), and whether any was True."""
-    return valid.int().argmax(dim=1), valid.any(dim=1)
-
-
-def _pixel_grid(height: int, width: int, device) -> torch.Tensor:
-    """(H, W, 2) pixel-centre (x, y) coordinates about the image centre, in pixels."""
-    xs = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2
-    ys = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y], dim=-1)
-
-
-def _sample(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros",
-            fill: float | None = None) -> torch.Tensor:
-    """grid_sample with torchvision's `fill` semantics (a constant outside the image)."""
-    if fill is None or fill == 0:
-        return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
-    ones = torch.ones_like(x[:, :1])
-    out, inside = F.grid_sample(torch.cat([x, ones], 1), grid, mode=mode, padding_mode="zeros",
-                                align_corners=False).split([x.shape[1], 1], dim=1)
-    if mode == "nearest":
-        return torch.where(inside < 0.5, torch.full_like(out, fill), out)
-    return (out - fill) * inside + fill
-
-
-def _warp_matrices(x: torch.Tensor, inverse: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Grid (N, H, W, 2) sampling at inverse @ (pixel - shift), all in pixels about the centre."""
-    height, width = x.shape[-2:]
-    pixels = _pixel_grid(height, width, x.device)[None] - shift[:, None, None, :]
-    source = torch.einsum("nij,nhwj->nhwi", inverse, pixels)
-    return source / torch.tensor([width / 2, height / 2], device=x.device)
-
-
-# ----------------------------------------------------------------------------- counterparts
+# ----------------------------------------------------------------------------- torchvision's transforms
 def _flip(dim: int) -> Callable[[nn.Module], BatchFn]:
     def make(t: nn.Module) -> BatchFn:
         def fn(x, g):
@@ -118,120 +74,12 @@ def _flip(dim: int) -> Callable[[nn.Module], BatchFn]:
 
 
 def _resized_crop(t: v2.RandomResizedCrop) -> BatchFn:
-    """torchvision's RandomResizedCrop.make_params (10 tries, central fallback), then one grid_sample."""
-    scale, ratio = t.scale, t.ratio
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    keep_size = isinstance(t, RandomScaleCrop)
-
-    def fn(x, g):
-        n, (height, width), dev = len(x), x.shape[-2:], x.device
-        area = height * width
-        target = area * _uniform(n * 10, *scale, g, dev).view(n, 10)
-        aspect = torch.exp(_uniform(n * 10, *log_ratio, g, dev).view(n, 10))
-        w = torch.round(torch.sqrt(target * aspect))
-        h = torch.round(torch.sqrt(target / aspect))
-        valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-        first, found = _first_valid(valid)
-        w, h = w.gather(1, first[:, None])[:, 0], h.gather(1, first[:, None])[:, 0]
-        in_ratio = width / height  # fallback: the central crop, ratio clamped (as torchvision)
-        if in_ratio < min(ratio):
-            fw, fh = width, int(round(width / min(ratio)))
-        elif in_ratio > max(ratio):
-            fw, fh = int(round(height * max(ratio))), height
-        else:
-            fw, fh = width, height
-        w = torch.where(found, w, torch.full_like(w, fw))
-        h = torch.where(found, h, torch.full_like(h, fh))
-        top = torch.where(found, _randint(height - h + 1, g).float(), (height - h).div(2, rounding_mode="floor"))
-        left = torch.where(found, _randint(width - w + 1, g).float(), (width - w).div(2, rounding_mode="floor"))
-        out_h, out_w = (height, width) if keep_size else tuple(t.size)
-        theta = torch.zeros(n, 2, 3, device=dev)
-        theta[:, 0, 0], theta[:, 1, 1] = w / width, h / height
-        theta[:, 0, 2], theta[:, 1, 2] = (2 * left + w) / width - 1, (2 * top + h) / height - 1
-        grid = F.affine_grid(theta, [n, x.shape[1], out_h, out_w], align_corners=False)
-        return _sample(x, grid, padding_mode="border")
-
-    return fn
-
-
-def _reflect_index(index: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    if mode == "edge":
-        return index.clamp(0, size - 1)
-    if mode == "reflect":  # ... 2 1 | 0 1 2 ... (edge not repeated)
-        index = index.abs()
-        return torch.where(index > size - 1, 2 * (size - 1) - index, index)
-    index = torch.where(index < 0, -index - 1, index)  # symmetric: ... 1 0 | 0 1 ...
-    return torch.where(index > size - 1, 2 * size - 1 - index, index)
-
-
-def _pad_and_crop(t: PadAndCrop) -> BatchFn:
-    """Integer shifts by gathering pixels: exact, any padding mode."""
-    pad = t.padding
-
-    def fn(x, g):
-        n, (height, width), dev = len(x), x.shape[-2:], x.device
-        offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g, device=dev) - pad
-        rows = torch.arange(height, device=dev)[None] + offsets[:, :1]  # (N, H)
-        cols = torch.arange(width, device=dev)[None] + offsets[:, 1:]  # (N, W)
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        if t.padding_mode == "constant":
-            rows, cols = rows.clamp(0, height - 1), cols.clamp(0, width - 1)
-        else:
-            rows, cols = _reflect_index(rows, height, t.padding_mode), _reflect_index(cols, width, t.padding_mode)
-        source = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width).expand(-1, x.shape[1], -1)
-        out = x.reshape(n, x.shape[1], height * width).gather(2, source).view_as(x)  # one gather, no Python loop
-        if t.padding_mode == "constant":
-            out = torch.where(inside[:, None], out, torch.full_like(out, float(t.fill)))
-        return out
-
-    return fn
-
-
-def _lens(t: LensDistortion) -> BatchFn:
-    def fn(x, g):
-        n, (height, width), dev = len(x), x.shape[-2:], x.device
-        apply = torch.rand(n, generator=g, device=dev) < t.p
-        k = torch.where(apply, _uniform(n, *t.k, g, dev), torch.zeros(n, device=dev))
-        base = _pixel_grid(height, width, dev) / torch.tensor([width / 2, height / 2], device=dev)
-        r2 = (base**2).sum(-1, keepdim=True)
-        grid = base[None] * (1 + k.view(n, 1, 1, 1) * r2[None])
-        return _sample(x, grid, padding_mode=t.padding_mode)
-
-    return fn
-
-
-def _stretch_shear(t: RandomStretchShear) -> BatchFn:
-    """RandomStretchShear's forward map rotate . shear . stretch, inverted per sample."""
-
-    def fn(x, g):
-        n, (height, width), dev = len(x), x.shape[-2:], x.device
-        sx, sy = _uniform(n, *t.stretch_x, g, dev), _uniform(n, *t.stretch_y, g, dev)
-        shear, rad = torch.deg2rad(_uniform(n, *t.shear, g, dev)), torch.deg2rad(_uniform(n, *t.degrees, g, dev))
-        tx, ty = t.translate
-        shift = torch.stack([_uniform(n, -tx, tx, g, dev) * width, _uniform(n, -ty, ty, g, dev) * height], dim=1)
-        cos, sin, tan = torch.cos(rad), torch.sin(rad), torch.tan(shear)
-        # forward = [[cos, -sin], [sin, cos]] @ [[1, tan], [0, 1]] @ diag(sx, sy)
-        forward = torch.stack([torch.stack([cos * sx, (cos * tan - sin) * sy], -1),
-                               torch.stack([sin * sx, (sin * tan + cos) * sy], -1)], dim=1)
-        return _sample(x, _warp_matrices(x, torch.linalg.inv(forward), shift), padding_mode=t.padding_mode)
-
-    return fn
-
-
-def _torchvision_affine(x: torch.Tensor, angle, translate, scale, shear_x, shear_y, mode: str, fill) -> torch.Tensor:
-    """torchvision's `_get_inverse_affine_matrix` + `_affine_grid` (centre of the image), per sample."""
-    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear_x), torch.deg2rad(shear_y)
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -(a * torch.tan(sx) + torch.sin(rot))
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = torch.cos(rot) - c * torch.tan(sx)
-    inverse = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], dim=1) / scale.view(-1, 1, 1)
-    grid = _warp_matrices(x, inverse, translate)
-    return _sample(x, grid, mode=mode, fill=_scalar_fill(fill))
+    size = tuple(t.size)
+    return lambda x, g: random_resized_crop(x, t.scale, t.ratio, size, g)
 
 
 def _scalar_fill(fill) -> float | None:
-    if isinstance(fill, dict):  # v2 stores fill per input type
+    if isinstance(fill, dict):  # v2 takes fill per input type
         fill = next(iter(fill.values()), None)
     if isinstance(fill, (list, tuple)):
         if len(set(fill)) > 1:
@@ -247,43 +95,48 @@ def _mode(t: nn.Module) -> str:
     return mode
 
 
+def _torchvision_affine(x: torch.Tensor, angle, translate, scale, shear_x, shear_y, mode: str, fill) -> torch.Tensor:
+    """torchvision's affine about the image centre, per sample: its map R(angle) . shear . scale is
+    `affine_matrix` with the shears' sign flipped (torchvision shears by -tan)."""
+    matrix = affine_matrix(angle, -shear_x, scale, scale, -shear_y)
+    return sample(x, inverse_affine_grid(matrix, translate, *x.shape[-2:]), mode=mode, fill=fill)
+
+
 def _random_affine(t: v2.RandomAffine) -> BatchFn:
-    mode, fill = _mode(t), t._fill
-    _scalar_fill(fill)
+    mode, fill = _mode(t), _scalar_fill(t.fill)
     if t.center is not None:
         raise UnsupportedTransformError("center=... (only the image centre)")
 
     def fn(x, g):
         n, (height, width), dev = len(x), x.shape[-2:], x.device
         zeros = torch.zeros(n, device=dev)
-        angle = _uniform(n, *t.degrees, g, dev)
+        angle = uniform(n, *t.degrees, g, dev)
         if t.translate is not None:
             max_dx, max_dy = float(t.translate[0] * width), float(t.translate[1] * height)
-            translate = torch.stack([torch.round(_uniform(n, -max_dx, max_dx, g, dev)),
-                                     torch.round(_uniform(n, -max_dy, max_dy, g, dev))], dim=1)
+            translate = torch.stack([torch.round(uniform(n, -max_dx, max_dx, g, dev)),
+                                     torch.round(uniform(n, -max_dy, max_dy, g, dev))], dim=1)
         else:
             translate = torch.zeros(n, 2, device=dev)
-        scale = _uniform(n, *t.scale, g, dev) if t.scale is not None else torch.ones(n, device=dev)
+        scale = uniform(n, *t.scale, g, dev) if t.scale is not None else torch.ones(n, device=dev)
         shear_x = shear_y = zeros
         if t.shear is not None:
-            shear_x = _uniform(n, t.shear[0], t.shear[1], g, dev)
+            shear_x = uniform(n, t.shear[0], t.shear[1], g, dev)
             if len(t.shear) == 4:
-                shear_y = _uniform(n, t.shear[2], t.shear[3], g, dev)
+                shear_y = uniform(n, t.shear[2], t.shear[3], g, dev)
         return _torchvision_affine(x, angle, translate, scale, shear_x, shear_y, mode, fill)
 
     return fn
 
 
 def _random_rotation(t: v2.RandomRotation) -> BatchFn:
-    mode, fill = _mode(t), t._fill
-    _scalar_fill(fill)
+    mode, fill = _mode(t), _scalar_fill(t.fill)
     if t.expand or t.center is not None:
         raise UnsupportedTransformError("expand=True or center=... (the size would change per image)")
 
     def fn(x, g):
         n, dev = len(x), x.device
         zeros = torch.zeros(n, device=dev)
-        angle = -_uniform(n, *t.degrees, g, dev)  # rotate_image passes -angle to the affine matrix
+        angle = -uniform(n, *t.degrees, g, dev)  # rotate_image passes -angle to the affine matrix
         return _torchvision_affine(x, angle, torch.zeros(n, 2, device=dev), torch.ones(n, device=dev), zeros, zeros,
                                    mode, fill)
 
@@ -291,15 +144,27 @@ def _random_rotation(t: v2.RandomRotation) -> BatchFn:
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 1:
-        return x
-    r, g, b = x.unbind(dim=1)
-    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+    return x if x.shape[1] == 1 else TF.rgb_to_grayscale(x)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     factor = factor.view(-1, 1, 1, 1)
     return (factor * x + (1 - factor) * other).clamp(0, 1)
+
+
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_hue with one shift per image (N, 3, H, W): RGB -> HSV, h += shift (mod 1), -> RGB."""
+    red, green, _ = x.unbind(dim=1)
+    maxc, minc = x.amax(dim=1), x.amin(dim=1)
+    spread = maxc - minc
+    flat = spread == 0  # grey: s = 0 and h = 0 (no division by zero below)
+    saturation = spread / torch.where(flat, torch.ones_like(maxc), maxc)
+    rc, gc, bc = ((maxc[:, None] - x) / torch.where(flat, torch.ones_like(spread), spread)[:, None]).unbind(dim=1)
+    hue = torch.where(maxc == red, bc - gc, torch.where(maxc == green, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = (hue / 6.0 + 1.0 + shift.view(-1, 1, 1)).remainder(1.0)
+    # HSV -> RGB: channel n (5, 3, 1 for R, G, B) is v (1 - s clamp(min(k, 4 - k), 0, 1)), k = (n + 6 h) mod 6.
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + 6 * hue[:, None]).remainder(6.0)
+    return maxc[:, None] * (1 - saturation[:, None] * torch.minimum(k, 4 - k).clamp(0, 1))
 
 
 def _color_jitter(t: v2.ColorJitter) -> BatchFn:
@@ -315,17 +180,14 @@ def _color_jitter(t: v2.ColorJitter) -> BatchFn:
         return x if x.shape[1] == 1 else _blend(x, _gray(x), f)
 
     def hue(x, f):
-        if x.shape[1] == 1:
-            return x
-        h, s, v = _rgb_to_hsv(x).unbind(dim=1)
-        return _hsv_to_rgb(torch.stack([(h + f.view(-1, 1, 1)).remainder(1.0), s, v], dim=1))
+        return x if x.shape[1] == 1 else _shift_hue(x, f)
 
     ops = list(zip((brightness, contrast, saturation, hue), (t.brightness, t.contrast, t.saturation, t.hue), strict=True))
 
     def fn(x, g):
         n, dev = len(x), x.device
         order = torch.rand(n, 4, generator=g, device=dev).argsort(dim=1)  # a uniform permutation per image
-        factors = [None if rng is None else _uniform(n, rng[0], rng[1], g, dev) for _, rng in ops]
+        factors = [None if rng is None else uniform(n, rng[0], rng[1], g, dev) for _, rng in ops]
         for position in range(4):
             for op_id, (op, _) in enumerate(ops):
                 if factors[op_id] is None:
@@ -338,19 +200,15 @@ def _color_jitter(t: v2.ColorJitter) -> BatchFn:
 
 
 def _random_erasing(t: v2.RandomErasing) -> BatchFn:
-    log_ratio = (math.log(t.ratio[0]), math.log(t.ratio[1]))
-
     def fn(x, g):
         n, c, height, width = x.shape
         dev = x.device
         apply = torch.rand(n, generator=g, device=dev) < t.p
-        area = height * width * _uniform(n * 10, *t.scale, g, dev).view(n, 10)
-        aspect = torch.exp(_uniform(n * 10, *log_ratio, g, dev).view(n, 10))
-        h, w = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
-        first, found = _first_valid((h < height) & (w < width))
+        h, w = box_candidates(n, height * width, t.scale, t.ratio, g, dev)
+        first, found = first_valid((h < height) & (w < width))
         h, w = h.gather(1, first[:, None]), w.gather(1, first[:, None])  # (N, 1)
-        top = _randint(height - h[:, 0] + 1, g)[:, None]
-        left = _randint(width - w[:, 0] + 1, g)[:, None]
+        top = randint_below(height - h[:, 0] + 1, g)[:, None]
+        left = randint_below(width - w[:, 0] + 1, g)[:, None]
         rows, cols = torch.arange(height, device=dev)[None], torch.arange(width, device=dev)[None]
         in_rows, in_cols = (rows >= top) & (rows < top + h), (cols >= left) & (cols < left + w)
         box = (in_rows[:, :, None] & in_cols[:, None, :] & (apply & found)[:, None, None])[:, None]  # (N, 1, H, W)
@@ -363,6 +221,7 @@ def _random_erasing(t: v2.RandomErasing) -> BatchFn:
     return fn
 
 
+# ----------------------------------------------------------------------------- containers
 def _compose(t: v2.Compose) -> BatchFn:
     fns = [batched_transform(child) for child in t.transforms]
 
@@ -413,11 +272,7 @@ _COUNTERPARTS: list[tuple[type, Callable[[nn.Module], BatchFn]]] = [
     (v2.Identity, lambda t: lambda x, g: x),
     (v2.RandomHorizontalFlip, _flip(-1)),
     (v2.RandomVerticalFlip, _flip(-2)),
-    (RandomScaleCrop, _resized_crop),
     (v2.RandomResizedCrop, _resized_crop),
-    (PadAndCrop, _pad_and_crop),
-    (LensDistortion, _lens),
-    (RandomStretchShear, _stretch_shear),
     (v2.RandomAffine, _random_affine),
     (v2.RandomRotation, _random_rotation),
     (v2.ColorJitter, _color_jitter),
@@ -428,7 +283,27 @@ _COUNTERPARTS: list[tuple[type, Callable[[nn.Module], BatchFn]]] = [
     (v2.RandomApply, _random_apply),
     (v2.Compose, _compose),
 ]
-SUPPORTED = sorted({cls.__name__ for cls, _ in _COUNTERPARTS})
+# Methods that decide what a transform draws: a subclass overriding one needs a `batched` of its own.
+_DRAWING = ("make_params", "transform", "forward")
+
+
+def _own_batched(t: nn.Module) -> BatchFn | None:
+    """`t.batched`, unless a subclass below the class defining it changed how `t` draws or applies."""
+    if callable(vars(t).get("batched")):  # set on the instance itself
+        return t.batched
+    mro = type(t).__mro__
+    owner = next((cls for cls in mro if callable(vars(cls).get("batched"))), None)
+    if owner is None or any(name in vars(cls) for cls in mro[: mro.index(owner)] for name in _DRAWING):
+        return None
+    return t.batched
+
+
+def _supported() -> list[str]:
+    """torchvision's transforms with a counterpart here, and ours with a `batched` method."""
+    package = sys.modules[__package__]
+    ours = {name for name in package.__all__
+            if isinstance(cls := getattr(package, name), type) and callable(vars(cls).get("batched"))}
+    return sorted({cls.__name__ for cls, _ in _COUNTERPARTS} | ours)
 
 
 def _describe(t: nn.Module) -> str:
@@ -455,10 +330,10 @@ def batched_transform(t: nn.Module) -> BatchFn:
                     f"data.device_augment=true: {_describe(t)} has no batched counterpart with {error}. Change that "
                     "option, or set data.device_augment=false (per-sample transforms in DataLoader workers)."
                 ) from None
-    if callable(getattr(t, "batched", None)):
-        return t.batched
+    if (fn := _own_batched(t)) is not None:
+        return fn
     raise UnsupportedTransformError(
-        f"data.device_augment=true: {_describe(t)} has no batched counterpart (supported: {', '.join(SUPPORTED)}, or any "
+        f"data.device_augment=true: {_describe(t)} has no batched counterpart (supported: {', '.join(_supported())}, or any "
         "transform with a `batched(images, generator)` method). Remove it, or set data.device_augment=false to "
         "run the per-sample transforms in DataLoader workers."
     )
@@ -483,20 +358,3 @@ class BatchedAugment:
         for fn in self.fns:
             images = fn(images, generator)
         return images
-
-
-def preprocess_batch(images: torch.Tensor, mode: str, state: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`mixins.preprocessing.Preprocess` applied to a batch (N, C, H, W): the same formulas, batched.
-
-    Example:
-        >>> preprocess_batch(torch.full((2, 1, 2, 2), 0.75), "standardize",
-        ...                  {"shift": torch.tensor([0.5]), "scale": torch.tensor([0.25])}).unique().tolist()
-        [1.0]
-    """
-    if mode == "none" or not state:
-        return images
-    if "matrix" in state:  # zca / pca
-        flat = images.reshape(len(images), -1) - state["pixel_mean"].to(images.device)
-        return (flat @ state["matrix"].to(images.device)).reshape(images.shape)
-    shift, scale = state["shift"].to(images.device).view(1, -1, 1, 1), state["scale"].to(images.device).view(1, -1, 1, 1)
-    return (images - shift) / scale

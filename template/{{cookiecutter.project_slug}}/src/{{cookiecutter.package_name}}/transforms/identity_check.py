@@ -51,7 +51,7 @@ def max_rotation(transform: nn.Module) -> float:
 def identity_changing(transforms, rules: dict) -> list[str]:
     """Reasons why `transforms` change identity under a dataset's `rules`; empty when safe.
 
-    `rules` (see `datasets.IDENTITY_CHANGING`) may hold `horizontal_flip` / `vertical_flip`
+    `rules` (a `DatasetSpec.identity_changing` in datasets.py) may hold `horizontal_flip` / `vertical_flip`
     (a reason each) and `max_rotation` ((degrees, reason)).
 
     Example:

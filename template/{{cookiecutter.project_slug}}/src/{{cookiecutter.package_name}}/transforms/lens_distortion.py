@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ._warp import PADDING_MODES, check_range, identity_grid, warp
+from ._draw import uniform
+from ._warp import PADDING_MODES, check_range, identity_grid, sample, warp
 
 __all__ = ["LensDistortion", "lens_distort", "lens_grid"]
 
@@ -27,10 +27,15 @@ __all__ = ["LensDistortion", "lens_distort", "lens_grid"]
 MIN_K = -1.0 / 3.0
 
 
-def lens_grid(height: int, width: int, k: float, device=None) -> torch.Tensor:
-    """Sampling grid of the radial model; the centre maps to itself for every k."""
+def lens_grid(height: int, width: int, k: float | torch.Tensor, device=None) -> torch.Tensor:
+    """Sampling grid of the radial model r -> r (1 + k r^2); the centre maps to itself for every k.
+
+    A number k gives one grid (H, W, 2); a tensor of shape (N,) one grid per image (N, H, W, 2).
+    """
     grid = identity_grid(height, width, device)
     r2 = (grid**2).sum(dim=-1, keepdim=True)
+    if torch.is_tensor(k):
+        k = k.view(*k.shape, 1, 1, 1)
     return grid * (1 + k * r2)
 
 
@@ -53,8 +58,6 @@ class LensDistortion(v2.Transform):
         torch.Size([1, 32, 32])
     """
 
-    _transformed_types = (torch.Tensor, PIL.Image.Image)
-
     def __init__(self, k: tuple[float, float] = (-0.2, 0.2), p: float = 1.0, padding_mode: str = "zeros") -> None:
         super().__init__()
         self.k = check_range("LensDistortion", "k", k, low=MIN_K + 1e-6)
@@ -74,3 +77,10 @@ class LensDistortion(v2.Transform):
             return inpt
         height, width = v2.functional.get_size(inpt)
         return warp(inpt, lens_grid(height, width, params["k"])[None], self.padding_mode)
+
+    def batched(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batched form (see batched.py): k drawn per image as in `make_params`, one grid_sample."""
+        n, (height, width), device = len(images), images.shape[-2:], images.device
+        apply = torch.rand(n, generator=generator, device=device) < self.p
+        k = torch.where(apply, uniform(n, *self.k, generator, device), torch.zeros(n, device=device))
+        return sample(images, lens_grid(height, width, k, device), padding_mode=self.padding_mode)

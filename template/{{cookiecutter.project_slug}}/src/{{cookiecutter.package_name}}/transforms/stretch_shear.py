@@ -13,42 +13,28 @@ separate x and y factors, which its functional `affine` cannot express either.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ._warp import PADDING_MODES, check_range, identity_grid, warp
+from ._draw import uniform
+from ._warp import PADDING_MODES, affine_matrix, check_range, inverse_affine_grid, sample, warp
 
 __all__ = ["RandomStretchShear", "affine_grid", "stretch_shear"]
-
-
-def affine_matrix(stretch_x: float, stretch_y: float, shear: float, degrees: float) -> torch.Tensor:
-    """Forward 2x2 map (in pixel units about the centre): rotate . shear . stretch.
-
-    A shear of s degrees turns a vertical line by s degrees (x += tan(s) * y).
-    """
-    rad, shear_rad = math.radians(degrees), math.radians(shear)
-    rotate = torch.tensor([[math.cos(rad), -math.sin(rad)], [math.sin(rad), math.cos(rad)]])
-    shear_m = torch.tensor([[1.0, math.tan(shear_rad)], [0.0, 1.0]])
-    return rotate @ shear_m @ torch.diag(torch.tensor([stretch_x, stretch_y]))
 
 
 def affine_grid(height: int, width: int, stretch_x: float = 1.0, stretch_y: float = 1.0, shear: float = 0.0,
                 degrees: float = 0.0, translate: tuple[float, float] = (0.0, 0.0), device=None) -> torch.Tensor:
     """Sampling grid (H, W, 2): each output pixel looks up the inverse-mapped input position.
 
-    `translate` is (dx, dy) as fractions of the width and height.
+    The map is `affine_matrix(degrees, shear, stretch_x, stretch_y)` (rotate . shear . stretch, see
+    _warp.py) then a shift by `translate`, (dx, dy) as fractions of the width and height.
     """
-    half = torch.tensor([width / 2, height / 2])
-    inverse = torch.linalg.inv(affine_matrix(stretch_x, stretch_y, shear, degrees))
-    pixels = identity_grid(height, width, device) * half.to(device)  # pixel units about the centre
+    matrix = affine_matrix(degrees, shear, stretch_x, stretch_y).to(device)
     shift = torch.tensor([translate[0] * width, translate[1] * height], device=device)
-    source = (pixels - shift) @ inverse.T.to(device)
-    return source / half.to(device)
+    return inverse_affine_grid(matrix, shift, height, width)
 
 
 def stretch_shear(image: torch.Tensor, stretch_x: float = 1.0, stretch_y: float = 1.0, shear: float = 0.0,
@@ -74,8 +60,6 @@ class RandomStretchShear(v2.Transform):
         >>> t(torch.rand(1, 32, 32)).shape
         torch.Size([1, 32, 32])
     """
-
-    _transformed_types = (torch.Tensor, PIL.Image.Image)
 
     def __init__(
         self,
@@ -112,3 +96,16 @@ class RandomStretchShear(v2.Transform):
             return inpt
         height, width = v2.functional.get_size(inpt)
         return warp(inpt, affine_grid(height, width, **params), self.padding_mode)
+
+    def batched(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batched form (see batched.py): the parameters of `make_params` drawn per image, one grid_sample."""
+        n, (height, width), device = len(images), images.shape[-2:], images.device
+
+        def draw(low: float, high: float) -> torch.Tensor:
+            return uniform(n, low, high, generator, device)
+
+        stretch_x, stretch_y, shear, degrees = draw(*self.stretch_x), draw(*self.stretch_y), draw(*self.shear), draw(*self.degrees)
+        tx, ty = self.translate
+        shift = torch.stack([draw(-tx, tx) * width, draw(-ty, ty) * height], dim=1)
+        grid = inverse_affine_grid(affine_matrix(degrees, shear, stretch_x, stretch_y), shift, height, width)
+        return sample(images, grid, padding_mode=self.padding_mode)

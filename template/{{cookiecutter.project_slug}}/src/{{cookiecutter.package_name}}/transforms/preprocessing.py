@@ -21,12 +21,14 @@ Card:
         product per image (D = C*H*W) and D^2 floats in the checkpoint.
 
 Why here: torchvision's Normalize needs the numbers; nothing measures them on the right split
-and carries them through checkpoints.
+and carries them through checkpoints. The formulas live here once (`apply_preprocessing`): the
+per-sample `Preprocess` of the DataLoader pipelines and the batched `preprocess_batch` of
+`data.device_augment` both call it. The DataModule (datamodule.py) measures, keeps and restores
+the statistics.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-__all__ = ["PREPROCESS", "Preprocess", "PreprocessingMixin", "fit_preprocessing", "measure"]
+__all__ = ["PREPROCESS", "Preprocess", "apply_preprocessing", "fit_preprocessing", "measure", "preprocess_batch"]
 
 PREPROCESS = ("published", "center", "standardize", "minmax", "zca", "pca", "none")
 NEEDS_COVARIANCE = ("zca", "pca")
@@ -96,6 +98,20 @@ def fit_preprocessing(mode: str, stats: dict[str, torch.Tensor], eps: float = 1e
     return {}
 
 
+def apply_preprocessing(images: torch.Tensor, mode: str, state: dict[str, torch.Tensor], image_dims: int = 3) -> torch.Tensor:
+    """The fitted pre-processing of float `images` whose last `image_dims` dims are one image
+    ((C, H, W): a batch (N, C, H, W) or one image): (x - shift) / scale per channel, or
+    (x - pixel_mean) @ matrix on the flattened image (whitening)."""
+    if mode == "none" or not state:
+        return images
+    device = images.device
+    if "matrix" in state:  # zca / pca
+        flat = images.reshape(*images.shape[: images.ndim - image_dims], -1) - state["pixel_mean"].to(device)
+        return (flat @ state["matrix"].to(device)).reshape(images.shape)
+    shape = (-1,) + (1,) * (image_dims - 1)
+    return (images - state["shift"].to(device).view(shape)) / state["scale"].to(device).view(shape)
+
+
 class Preprocess(v2.Transform):
     """Apply fitted pre-processing to images (masks and labels pass through untouched).
 
@@ -113,74 +129,19 @@ class Preprocess(v2.Transform):
         if self.mode == "none" or isinstance(inpt, (tv_tensors.Mask, tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)):
             return inpt
         x = inpt.as_subclass(torch.Tensor).float()
-        if self.mode in NEEDS_COVARIANCE:
-            out = ((x.reshape(-1) - self.state["pixel_mean"]) @ self.state["matrix"]).reshape(x.shape)
-        else:
-            shape = (-1,) + (1,) * (x.ndim - 1)
-            out = (x - self.state["shift"].view(shape)) / self.state["scale"].view(shape)
+        out = apply_preprocessing(x, self.mode, self.state, image_dims=x.ndim)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
-class PreprocessingMixin:
-    """DataModule side of P1–P4: measures on the training split once, saves and restores the result.
+def preprocess_batch(images: torch.Tensor, mode: str, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`Preprocess` of a batch (N, C, H, W) on its device (`data.device_augment`).
 
-    The host calls `_init_preprocessing(mode, whiten_eps)` in `__init__` and builds its pipelines
-    with `preprocess_transform()`; it provides `_statistics_batches()` (the training split
-    without augmentation) and `_published_stats()` (None when the dataset has none).
+    Example:
+        >>> preprocess_batch(torch.full((2, 1, 2, 2), 0.75), "standardize",
+        ...                  {"shift": torch.tensor([0.5]), "scale": torch.tensor([0.25])}).unique().tolist()
+        [1.0]
     """
-
-    def _init_preprocessing(self, mode: str, whiten_eps: float) -> None:
-        if mode not in PREPROCESS:
-            raise ValueError(f"data.preprocess={mode!r}: choose one of {', '.join(PREPROCESS)}.")
-        if not whiten_eps > 0:
-            raise ValueError(f"data.whiten_eps={whiten_eps}: use a small positive value such as 0.01.")
-        self.preprocess, self.whiten_eps = mode, whiten_eps
-        self.preprocess_state: dict[str, torch.Tensor] | None = None
-
-    def _statistics_batches(self):  # pragma: no cover - the host overrides it
-        raise NotImplementedError
-
-    def _published_stats(self) -> tuple | None:
-        return None
-
-    def fit_preprocessing(self) -> dict[str, torch.Tensor]:
-        """Measure on the training split (once) and keep the result; later calls reuse it."""
-        if self.preprocess_state is None:
-            published = self._published_stats() if self.preprocess == "published" else None
-            if self.preprocess == "none":
-                self.preprocess_state = {}
-            elif published is not None:
-                mean, std = published
-                self.preprocess_state = {"shift": torch.tensor(mean), "scale": torch.tensor(std)}
-            else:
-                stats = measure(self._statistics_batches(), whiten=self.preprocess in NEEDS_COVARIANCE)
-                self.preprocess_state = fit_preprocessing(self.preprocess, stats, self.whiten_eps)
-        return self.preprocess_state
-
-    def preprocess_transform(self) -> Preprocess:
-        return Preprocess(self.preprocess, self.fit_preprocessing())
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"preprocess": self.preprocess, "preprocess_state": self.fit_preprocessing()}
-        parent = getattr(super(), "state_dict", None)
-        return {**(parent() if parent else {}), **state}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "preprocess_state" not in state_dict:
-            return
-        saved = state_dict["preprocess"]
-        if saved != self.preprocess:
-            warnings.warn(
-                f"data.preprocess={self.preprocess!r} but the checkpoint was trained with {saved!r}: "
-                f"using the checkpoint's {saved!r} statistics so the model sees the inputs it was trained on.",
-                stacklevel=2,
-            )
-            self.preprocess = saved
-        self.preprocess_state = dict(state_dict["preprocess_state"])
-        self._preprocessing_changed()
-
-    def _preprocessing_changed(self) -> None:
-        """Hook: the host drops pipelines built with older statistics."""
+    return apply_preprocessing(images, mode, state)
 
 
 def batches_of(dataset: Dataset, batch_size: int = 256, num_workers: int = 0):
