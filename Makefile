@@ -44,7 +44,7 @@ demo: venv
 	  echo "training time : $$(../../../$(BIN)/python -c "print(round($$end - $$start, 1))") s (lightning fit on $$(nproc) cores, start-up included)" && \
 	  echo "W&B run       : $$(grep -oE 'run saved in [^;]*|View run at .*' fit.log | tail -1 | sed 's/^run saved in //')"
 
-# make studies — the lecture's claims as figures + tables in docs/studies/ (9 min on 2 cores); make study NAME=init
+# make studies — the lecture's claims as figures + tables in docs/studies/ (13 min on 2 cores); make study NAME=init
 .PHONY: studies study
 studies: venv
 	$(BIN)/python benchmarks/studies.py
