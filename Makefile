@@ -54,3 +54,13 @@ study: venv
 
 clean:
 	rm -rf $(VENV) build
+
+# make fresh-test — what CI and a new contributor see: a fresh clone of HEAD with every cache
+# (pip, torch inductor, ~/.cache, HOME) pointed at empty folders, then `CI=true bash .ci/run`.
+# TEST_ORDER=reverse or random:<seed>, TEST_TORCH_THREADS=2 run the suite another way.
+.PHONY: fresh-test
+fresh-test:
+	root=$$(mktemp -d) && git clone -q . $$root/main && mkdir -p $$root/home $$root/pip $$root/inductor $$root/xdg && \
+	  cd $$root/main && start=$$(date +%s) && \
+	  CI=true HOME=$$root/home PIP_CACHE_DIR=$$root/pip TORCHINDUCTOR_CACHE_DIR=$$root/inductor XDG_CACHE_HOME=$$root/xdg \
+	    bash .ci/run && echo "fresh-test: green in $$(( $$(date +%s) - start )) s ($$root)"
