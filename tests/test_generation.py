@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import subprocess
@@ -154,6 +155,7 @@ def test_generation_from_a_git_url(tmp_path):
     assert (out / "my-cnn" / "src" / "my_cnn" / "callbacks" / "max_norm.py").is_file()
 
 
+@functools.cache
 def recipe_info():
     """The generated package's one reader of recipe headers (plain Python: imported by path)."""
     sys.path.insert(0, str(next(TEMPLATE.glob("src/*/recipe_info.py")).parent))

@@ -60,25 +60,19 @@ def test_augment_touches_the_training_split_only(pkg):
 IDENTITY_CHANGING_ON_DIGITS = {"augment/flip.yaml", "trainer/cifar10-fast.yaml"}
 
 
-def missing_requirement(recipe: str) -> str | None:
-    """The optional extra a recipe's `# requires: <extra>` line names, when that package is not installed."""
-    required = re.search(r"^# requires: *([\w-]+)", (RECIPES / recipe).read_text(), re.MULTILINE)
-    return required.group(1) if required and importlib.util.find_spec(required.group(1)) is None else None
-
-
 @pytest.mark.parametrize("recipe", sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob("*.yaml")))
 def test_every_recipe_runs_fast_dev_run(cli, recipe):
     args = ["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / recipe}", *DIGITS, "--trainer.fast_dev_run=true"]
     recipes = importlib.import_module(cli.__name__.replace(".cli", ".recipe_info"))
-    slot = recipes.read_recipe(RECIPES / recipe, RECIPES).exclusive
+    info = recipes.read_recipe(RECIPES / recipe, RECIPES)
+    slot = info.exclusive
     merged = [name for name in recipes.merged_recipes(DEFAULT_CONFIG.read_text()) if name != recipe.removesuffix(".yaml")]
     if slot and any(recipes.read_recipe(RECIPES / f"{name}.yaml", RECIPES).exclusive == slot for name in merged):
         with pytest.raises(SystemExit, match=f"cannot be combined: each sets the {slot}"):  # a recipe merged at
             cli.main(args)  # generation holds the slot: the project refuses a second one at start
         return
-    extra = missing_requirement(recipe)
-    if extra is not None:  # without its optional package the recipe stops at start, naming the extra to install
-        with pytest.raises(SystemExit, match=re.escape(f"pip install -e '.[{extra}]'")):
+    if info.requires and importlib.util.find_spec(info.requires) is None:  # without its optional package the
+        with pytest.raises(SystemExit, match=re.escape(f"pip install -e '.[{info.requires}]'")):  # recipe stops at start
             cli.main(args)
         return
     if recipe in IDENTITY_CHANGING_ON_DIGITS:  # A7 refuses it on digits at start; forced, it runs

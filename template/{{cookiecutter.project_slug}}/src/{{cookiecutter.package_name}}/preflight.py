@@ -27,6 +27,7 @@ def config_files_in(argv: list[str]) -> list[Path]:
             files.append(argv[i + 1])
     return [Path(f) for f in files]
 
+
 def active_recipes(config_files: list[Path]) -> dict[str, Path]:
     """Recipe name -> file for every recipe in effect: passed with --config, or merged into a
     config at generation (its header lists them; they live in `recipes/` beside `configs/`)."""
@@ -38,9 +39,11 @@ def active_recipes(config_files: list[Path]) -> dict[str, Path]:
             active[name] = path.parent.parent / "recipes" / f"{name}.yaml"
     return active
 
+
 def active_recipe_info(config_files: list[Path]) -> list[RecipeInfo]:
     """The header metadata of every active recipe that exists as a file."""
     return [read_recipe(path, path.parent.parent) for path in active_recipes(config_files).values() if path.is_file()]
+
 
 def check_exclusive_recipes(config_files: list[Path]) -> None:
     """Fail before anything runs when two recipes claim the same slot (`# exclusive: <slot>`),
@@ -55,6 +58,7 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
                 f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
             )
 
+
 def check_recipe_requirements(config_files: list[Path]) -> None:
     """A recipe that needs an optional package (`# requires: <extra>`, the project's extra of that
     name, e.g. logger/tensorboard) stops here, before the config is parsed, naming what to install."""
@@ -62,6 +66,7 @@ def check_recipe_requirements(config_files: list[Path]) -> None:
         if info.requires and importlib.util.find_spec(info.requires) is None:
             raise SystemExit(f"error: recipe {info.name} needs the {info.requires} package, which is not installed. "
                              f"This project installs it with: pip install -e '.[{info.requires}]'")
+
 
 def drop_logging_callbacks(specs):
     """Barebones mode refuses checkpointing and LR logging: drop those callbacks of the config
@@ -77,6 +82,7 @@ def drop_logging_callbacks(specs):
     if len(kept) != len(specs or []):
         print("trainer.barebones=true: checkpoint and LR-monitor callbacks dropped (barebones has no checkpoints or logs).")
     return kept
+
 
 def check_checkpoint_file(path: Path) -> None:
     """A missing, truncated or corrupt checkpoint fails here with its name, before anything runs.
@@ -94,6 +100,7 @@ def check_checkpoint_file(path: Path) -> None:
             "(best.ckpt, last.ckpt) or train again."
         )
 
+
 def check_learning_rate(model) -> None:
     init_args = getattr(getattr(model, "optimizer", None), "init_args", None)
     lr = getattr(init_args, "lr", None) if init_args is not None else None
@@ -101,6 +108,7 @@ def check_learning_rate(model) -> None:
         raise SystemExit(
             f"model.optimizer.init_args.lr={lr}: the learning rate must be positive; the lecture's starting point is 0.1."
         )
+
 
 def continue_logger_run(logger, checkpoint: Path) -> None:
     """Resuming from `<save_dir>/<name>/<version>/checkpoints/x.ckpt` logs into the same run:
@@ -114,10 +122,12 @@ def continue_logger_run(logger, checkpoint: Path) -> None:
     elif "version" in init_args and init_args.version is None:
         init_args.version = version
 
+
 def find_checkpoint(root: Path, name: str) -> Path | None:
     """The newest `<root>/**/checkpoints/<name>.ckpt`."""
     found = sorted(root.glob(f"**/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
 
 def project_of(argv: list[str]) -> tuple[Path, str] | None:
     """The generated project a command line is about: the folder above its first --config (else the
@@ -130,6 +140,7 @@ def project_of(argv: list[str]) -> tuple[Path, str] | None:
             script = re.search(r'^lightning = "(\w+)\.cli:lightning_main"', pyproject.read_text(), re.MULTILINE)
             return (folder, script.group(1)) if script else None
     return None
+
 
 def check_same_project(argv: list[str]) -> None:
     """Every generated project installs a `lightning` script, and the last one installed wins: in
