@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest --durations=25
 
 lint: venv
-	$(BIN)/ruff check --config pyproject.toml callbacks tests benchmarks "template/{{cookiecutter.project_slug}}"
+	$(BIN)/ruff check --config pyproject.toml callbacks layers utils tests benchmarks "template/{{cookiecutter.project_slug}}"
 
 # Not part of `make test`: ratios measured side by side (tables printed, JSON in build/bench/).
 bench: venv

@@ -64,7 +64,7 @@ class Env:
         self.transforms = importlib.import_module(f"{pkg.__name__}.transforms")
         self.tanda = importlib.import_module(f"{pkg.__name__}.tanda")
         self.image_size = 8 if reduced else 16  # reduced: a smoke test, 4x fewer pixels
-        self.plots = importlib.import_module(f"{pkg.__name__}.callbacks.plots")
+        self.plots = importlib.import_module(f"{pkg.__name__}.utils.plots")
         self.plot = self.plots.line_plot  # one line plot -> PIL image
 
     def panels(self, panels: list[dict], nrows: int = 1, ncols: int = 1, size=(720, 420)) -> Image.Image:

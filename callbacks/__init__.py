@@ -8,16 +8,8 @@ for each new trick.
 import importlib
 import pkgutil
 
-# Building blocks the rest of the package shares (the run-folder rule, the ensemble maths): their
-# modules are private to this folder, these names are its public face.
+# The run-folder rule, shared with the CLI: its module is private to this folder, this name is its public face.
 from ._diagnostics import run_folder as run_folder
-from ._ensemble_core import METHODS as METHODS
-from ._ensemble_core import combine as combine
-from ._ensemble_core import member_logits as member_logits
-from ._ensemble_core import nll as nll
-from ._ensemble_core import normalized_weights as normalized_weights
-from ._ensemble_core import stack_states as stack_states
-from ._ensemble_core import vmap_pays_off as vmap_pays_off
 
 __all__: list[str] = []
 for _info in pkgutil.iter_modules(__path__):

@@ -35,9 +35,9 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from typing_extensions import override
 
+from ..utils.plots import line_plot
+from ..utils.probe import ForwardHooks
 from ._diagnostics import Finding, Section, announce
-from .plots import line_plot
-from .probe import ForwardHooks
 
 __all__ = ["ActivationHealth", "activation_stats", "health_findings"]
 

@@ -29,9 +29,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
+from ..utils.probe import eval_mode
 from .finetune_parts import backbone_parts, ensure_pretrained, find_backbone, stage_features
 from .finetune_strategies import FinetuneAll, FinetuneTop, LinearProbe, StageProbe
-from .probe import eval_mode
 
 __all__ = ["AutoFinetune", "nearest_class_mean_accuracy"]
 

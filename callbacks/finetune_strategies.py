@@ -39,9 +39,9 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
+from ..utils.probe import probe_forward
 from ._diagnostics import run_folder
 from .finetune_parts import BackboneParts, backbone_parts, ensure_pretrained, find_backbone, freeze_bn_stats
-from .probe import probe_forward
 
 __all__ = ["FinetuneAll", "FinetuneTop", "LinearProbe", "StageProbe"]
 

@@ -30,8 +30,8 @@ from torch import nn
 from torchvision.utils import make_grid
 from typing_extensions import override
 
+from ..utils.plots import figure, grid_shape, line_plot, to_image
 from ._diagnostics import Finding, Section, announce, run_folder, wandb_logger
-from .plots import figure, grid_shape, line_plot, to_image
 
 __all__ = ["FirstLayerFilters", "filter_grid", "first_conv", "high_frequency_ratio"]
 

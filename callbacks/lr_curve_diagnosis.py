@@ -37,8 +37,8 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
+from ..utils.plots import line_plot
 from ._diagnostics import Finding, Section, announce
-from .plots import line_plot
 
 __all__ = ["CurveDiagnosis", "LossCurveDiagnosis", "diagnose_loss_curve"]
 

@@ -32,9 +32,9 @@ from pytorch_lightning.callbacks import LearningRateFinder
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from ..utils.plots import figure, to_image
 from ._diagnostics import run_folder
 from .lr_batch_scaling import scale_lrs
-from .plots import figure, to_image
 
 __all__ = ["LearningRateFinderPlot", "draw_lr_curve"]
 

@@ -26,8 +26,8 @@ from pytorch_lightning import Trainer
 from torch import nn
 from typing_extensions import override
 
+from ..utils.probe import probe_forward
 from .init_schemes import InitCallback, init_targets, orthogonal_init_
-from .probe import probe_forward
 
 __all__ = ["LSUVInit", "lsuv_init_"]
 

@@ -28,8 +28,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
+from ..utils.probe import probe_forward
 from ._diagnostics import run_folder
-from .probe import probe_forward
 
 __all__ = ["SizeCheck", "shape_table", "size_warnings", "format_table"]
 

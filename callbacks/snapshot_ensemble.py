@@ -49,7 +49,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
-from ._ensemble_core import combine, member_logits, nll, stack_states, vmap_pays_off
+from ..utils.ensembling import combine, member_logits, nll, stack_states, vmap_pays_off
 
 __all__ = ["SnapshotEnsemble", "cycle_boundaries", "snapshot_lr"]
 

@@ -26,8 +26,8 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
+from ..utils.plots import line_plot
 from ._diagnostics import Finding, Section, announce
-from .plots import line_plot
 
 __all__ = ["GapDiagnosis", "TrainValGap", "diagnose_gap"]
 

@@ -28,8 +28,8 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from typing_extensions import override
 
+from ..utils.plots import line_plot
 from ._diagnostics import Finding, Section, run_folder, wandb_logger
-from .plots import line_plot
 
 __all__ = ["TrainingReport", "render_report"]
 

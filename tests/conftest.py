@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ import torch
 from cookiecutter.main import cookiecutter
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `callbacks/`, `layers/` and `utils/` are folders of the generated package, copied there by the post-gen
+# hook. They import one another relatively (`from ..layers import Maxout`), so the tests import them as
+# subpackages of one package too: `cnn_tricks`, whose folder is this repository.
+_library = types.ModuleType("cnn_tricks", "The template repository's package folders, as the tests import them.")
+_library.__path__ = [str(REPO)]
+sys.modules.setdefault("cnn_tricks", _library)
 RECIPES = REPO / "recipes"
 # A package name of its own, so an editable install left by `make demo` (my_cnn) never shadows it.
 TEST_ANSWERS = {"project_name": "Tricks Check"}

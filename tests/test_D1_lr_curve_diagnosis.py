@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytorch_lightning import Trainer, seed_everything
 
-from callbacks.lr_curve_diagnosis import LossCurveDiagnosis, diagnose_loss_curve
+from cnn_tricks.callbacks.lr_curve_diagnosis import LossCurveDiagnosis, diagnose_loss_curve
 
 
 def fit_digits(pkg, lr: float, batch_size: int = 64, epochs: int = 3, limit_batches: int | None = None) -> LossCurveDiagnosis:

@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from pytorch_lightning import Trainer, seed_everything
 
-from callbacks.lr_curve_diagnosis import NOISY, LossCurveDiagnosis
+from cnn_tricks.callbacks.lr_curve_diagnosis import NOISY, LossCurveDiagnosis
 
 
 def loss_noise(pkg, batch_size: int, steps: int) -> LossCurveDiagnosis:

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader, Subset
 
-from callbacks.train_val_gap import TrainValGap, diagnose_gap
+from cnn_tricks.callbacks.train_val_gap import TrainValGap, diagnose_gap
 
 
 def fit_gap(pkg, widths, train_size: int | None, epochs: int, weight_decay: float, lr: float = 0.1) -> TrainValGap:

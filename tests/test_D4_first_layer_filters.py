@@ -12,7 +12,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.first_layer_filters import FirstLayerFilters, filter_grid, high_frequency_ratio
+from cnn_tricks.callbacks.first_layer_filters import FirstLayerFilters, filter_grid, high_frequency_ratio
 
 
 def gabor_bank(count: int = 16, size: int = 7) -> torch.Tensor:

@@ -14,7 +14,7 @@ from PIL import Image
 from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.loggers import CSVLogger
 
-from callbacks import ActivationHealth, FirstLayerFilters, LossCurveDiagnosis, TrainingReport, TrainValGap
+from cnn_tricks.callbacks import ActivationHealth, FirstLayerFilters, LossCurveDiagnosis, TrainingReport, TrainValGap
 
 
 def diagnostics() -> list:
@@ -107,7 +107,7 @@ def test_D_report_alone_plots_the_epoch_metrics(pkg, tmp_path):
 def test_D_plots_are_titled_labelled_with_round_ticks_and_the_legend_and_notes_inside_the_image():
     import math
 
-    from callbacks.plots import draw_lines, figure, line_plot, to_image
+    from cnn_tricks.utils.plots import draw_lines, figure, line_plot, to_image
 
     steps = list(range(37))
     series = {"train loss": (steps, [2.3 * 0.93**s for s in steps]),

@@ -11,7 +11,7 @@ import yaml
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from callbacks import combine, nll
+from cnn_tricks.utils.ensembling import combine, nll
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ensemble" / "checkpoints.yaml"
 

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.snapshot_ensemble import SnapshotEnsemble, cycle_boundaries, snapshot_lr
+from cnn_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble, cycle_boundaries, snapshot_lr
 
 
 class TinyNet(LightningModule):
@@ -144,7 +144,7 @@ import json, os, sys
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import CSVLogger
-from callbacks.snapshot_ensemble import SnapshotEnsemble
+from cnn_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble
 from test_E3_snapshot_ensemble import TinyNet, loaders
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from callbacks import combine, member_logits, nll, stack_states
+from cnn_tricks.utils.ensembling import combine, member_logits, nll, stack_states
 
 from conftest import offline_env, run
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.activation_swap import ACTIVATIONS, ActivationSwap, activation_factory, swap_activations, swap_to_maxout
-from callbacks.maxout import Maxout
-from callbacks.xu_rrelu import XuRReLU
+from cnn_tricks.callbacks.activation_swap import ActivationSwap
+from cnn_tricks.layers.activation_surgery import swap_activations, swap_to_maxout
+from cnn_tricks.layers.activations import ACTIVATIONS, activation_factory
+from cnn_tricks.layers.maxout import Maxout
+from cnn_tricks.layers.xu_rrelu import XuRReLU
 
 EXPECTED = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "prelu": nn.PReLU,
             "rrelu": XuRReLU, "maxout": Maxout, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}

@@ -11,7 +11,9 @@ from pytorch_lightning import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.activation_swap import ActivationSwap, CallSiteActivations, activation_factory, swap_activations
+from cnn_tricks.callbacks.activation_swap import ActivationSwap
+from cnn_tricks.layers.activation_surgery import CallSiteActivations, swap_activations
+from cnn_tricks.layers.activations import activation_factory
 
 
 def prelu_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:

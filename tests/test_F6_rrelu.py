@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.activation_swap import ActivationSwap
-from callbacks.xu_rrelu import XuRReLU
+from cnn_tricks.callbacks.activation_swap import ActivationSwap
+from cnn_tricks.layers.xu_rrelu import XuRReLU
 
 L, U = 3.0, 8.0
 

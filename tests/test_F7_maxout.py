@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.activation_swap import ActivationSwap, swap_to_maxout
-from callbacks.maxout import Maxout, MaxoutConv2d, MaxoutLinear
+from cnn_tricks.callbacks.activation_swap import ActivationSwap
+from cnn_tricks.layers.activation_surgery import swap_to_maxout
+from cnn_tricks.layers.maxout import Maxout, MaxoutConv2d, MaxoutLinear
 
 
 def count(module: nn.Module) -> int:

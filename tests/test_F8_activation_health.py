@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer, seed_everything
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.activation_health import ActivationHealth, activation_stats
+from cnn_tricks.callbacks.activation_health import ActivationHealth, activation_stats
 
 
 class MLP(LightningModule):

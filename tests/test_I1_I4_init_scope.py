@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.init_schemes import PRETRAINED_ATTR, HeInit, ZeroInit, he_init_, init_targets, zero_init_
+from cnn_tricks.callbacks.init_schemes import PRETRAINED_ATTR, HeInit, ZeroInit, he_init_, init_targets, zero_init_
 
 
 class TinyNet(LightningModule):

@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.init_schemes import HeInit, ZeroInit
+from cnn_tricks.callbacks.init_schemes import HeInit, ZeroInit
 
 
 class TinyNet(LightningModule):

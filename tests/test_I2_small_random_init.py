@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.init_schemes import SmallRandomInit, calibrated_init_, small_random_init_
+from cnn_tricks.callbacks.init_schemes import SmallRandomInit, calibrated_init_, small_random_init_
 
 
 def stack(depth: int = 12, width: int = 100) -> nn.Sequential:

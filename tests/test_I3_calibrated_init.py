@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from callbacks.init_schemes import calibrated_init_
+from cnn_tricks.callbacks.init_schemes import calibrated_init_
 
 
 def stack(activation, depth: int = 10, width: int = 256) -> nn.Sequential:

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.init_schemes import CalibratedInit, HeInit, calibrated_init_, he_init_
+from cnn_tricks.callbacks.init_schemes import CalibratedInit, HeInit, calibrated_init_, he_init_
 
 DEPTH = 30
 

@@ -13,7 +13,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from callbacks.init_schemes import calibrated_init_, he_init_
+from cnn_tricks.callbacks.init_schemes import calibrated_init_, he_init_
 
 DEPTH, WIDTH, SEEDS = 30, 128, 6
 

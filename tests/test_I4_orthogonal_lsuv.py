@@ -12,8 +12,8 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.init_schemes import OrthogonalInit, he_init_, orthogonal_init_
-from callbacks.lsuv_init import LSUVInit, lsuv_init_
+from cnn_tricks.callbacks.init_schemes import OrthogonalInit, he_init_, orthogonal_init_
+from cnn_tricks.callbacks.lsuv_init import LSUVInit, lsuv_init_
 
 
 def test_I4_orthogonal_weights_keep_every_norm_through_a_deep_linear_stack():

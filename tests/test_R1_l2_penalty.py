@@ -13,7 +13,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.weight_penalties import L2Penalty, penalized_parameters
+from cnn_tricks.callbacks.weight_penalties import L2Penalty, penalized_parameters
 
 from conftest import offline_env
 

@@ -11,7 +11,7 @@ from test_R1_l2_penalty import gradients_around
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.weight_penalties import L1Penalty
+from cnn_tricks.callbacks.weight_penalties import L1Penalty
 
 LAMBDA = 0.01
 

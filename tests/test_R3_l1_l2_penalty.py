@@ -8,7 +8,7 @@ from pytorch_lightning import Trainer
 from test_R1_l2_penalty import TinyNet, gradients_around
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.weight_penalties import L1L2Penalty
+from cnn_tricks.callbacks.weight_penalties import L1L2Penalty
 
 L1, L2 = 0.01, 0.02
 COVERED = {"net.0.weight", "net.4.weight"}

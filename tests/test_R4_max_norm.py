@@ -8,7 +8,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.max_norm import MaxNorm, apply_max_norm
+from cnn_tricks.callbacks.max_norm import MaxNorm, apply_max_norm
 
 
 class TinyNet(LightningModule):

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.size_check import SizeCheck, shape_table, size_warnings
+from cnn_tricks.callbacks.size_check import SizeCheck, shape_table, size_warnings
 
 
 def sized_convnet(pkg, **options):

@@ -13,7 +13,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.lr_batch_scaling import LRBatchScaling, global_batch_size, lr_scale
+from cnn_tricks.callbacks.lr_batch_scaling import LRBatchScaling, global_batch_size, lr_scale
 
 
 def gradient_vector(model, images, labels, loss_fn) -> torch.Tensor:

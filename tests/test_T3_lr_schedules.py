@@ -15,8 +15,8 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.lr_finder_plot import LearningRateFinderPlot, lr_curve_figure
-from callbacks.lr_schedules import OneCycleSchedule, WarmupCosineSchedule, warmup_cosine_factor
+from cnn_tricks.callbacks.lr_finder_plot import LearningRateFinderPlot, lr_curve_figure
+from cnn_tricks.callbacks.lr_schedules import OneCycleSchedule, WarmupCosineSchedule, warmup_cosine_factor
 
 from conftest import RECIPES
 

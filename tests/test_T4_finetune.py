@@ -13,9 +13,9 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import Subset
 
-from callbacks.finetune_auto import AutoFinetune, nearest_class_mean_accuracy
-from callbacks.finetune_parts import backbone_parts
-from callbacks.finetune_strategies import FinetuneAll, FinetuneTop, LinearProbe, StageProbe
+from cnn_tricks.callbacks.finetune_auto import AutoFinetune, nearest_class_mean_accuracy
+from cnn_tricks.callbacks.finetune_parts import backbone_parts
+from cnn_tricks.callbacks.finetune_strategies import FinetuneAll, FinetuneTop, LinearProbe, StageProbe
 
 WIDTHS = [8, 16]  # two stages, four conv blocks
 

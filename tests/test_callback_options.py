@@ -14,15 +14,16 @@ import typing
 import pytest
 from jsonargparse import ArgumentParser
 
-from callbacks.activation_swap import ACTIVATIONS, ActivationSwap
-from callbacks.compile_model import MODES as COMPILE_MODES
-from callbacks.compile_model import CompileModel
-from callbacks.init_schemes import DISTRIBUTIONS as HE_DISTRIBUTIONS
-from callbacks.init_schemes import DISTRIBUTIONS as SMALL_DISTRIBUTIONS  # one tuple for both schemes
-from callbacks.init_schemes import MODES as HE_MODES
-from callbacks.init_schemes import HeInit, SmallRandomInit
-from callbacks.lr_batch_scaling import RULES, LRBatchScaling
-from callbacks.xu_rrelu import _SAMPLING, XuRReLU
+from cnn_tricks.callbacks.activation_swap import ActivationSwap
+from cnn_tricks.callbacks.compile_model import MODES as COMPILE_MODES
+from cnn_tricks.callbacks.compile_model import CompileModel
+from cnn_tricks.callbacks.init_schemes import DISTRIBUTIONS as HE_DISTRIBUTIONS
+from cnn_tricks.callbacks.init_schemes import DISTRIBUTIONS as SMALL_DISTRIBUTIONS  # one tuple for both schemes
+from cnn_tricks.callbacks.init_schemes import MODES as HE_MODES
+from cnn_tricks.callbacks.init_schemes import HeInit, SmallRandomInit
+from cnn_tricks.callbacks.lr_batch_scaling import RULES, LRBatchScaling
+from cnn_tricks.layers.activations import ACTIVATIONS
+from cnn_tricks.layers.xu_rrelu import _SAMPLING, XuRReLU
 
 # (class, option, the module's tuple of accepted values); None in a tuple means the option is Optional.
 OPTIONS = [

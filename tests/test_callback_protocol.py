@@ -13,7 +13,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from typing_extensions import get_protocol_members
 
-from callbacks.protocol import PROVIDED_BY_MODULE, SET_BY_CALLBACKS, TrickModule
+from cnn_tricks.callbacks.protocol import PROVIDED_BY_MODULE, SET_BY_CALLBACKS, TrickModule
 
 from conftest import REPO
 

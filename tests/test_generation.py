@@ -25,7 +25,7 @@ def files_of(folder: Path) -> set[str]:
 def expected_files(package: str) -> set[str]:
     files = {p.replace("{{cookiecutter.package_name}}", package) for p in files_of(TEMPLATE)}
     files |= {f"recipes/{r}.yaml" for r in all_recipes()}
-    files |= {f"src/{package}/callbacks/{p.name}" for p in (REPO / "callbacks").glob("*.py")}
+    files |= {f"src/{package}/{p.relative_to(REPO).as_posix()}" for d in ("callbacks", "layers", "utils") for p in (REPO / d).glob("*.py")}
     return files | {".cookiecutter.json"}  # the answers, for template updates
 
 

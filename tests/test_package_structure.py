@@ -89,3 +89,18 @@ def test_no_module_imports_a_private_module_of_another_folder(project):
             if private and modules[target].parent != folder:
                 offenders.append(f"{name} imports {target}")
     assert not offenders, offenders
+
+
+# Each folder's meaning, as an import rule: helpers below layers below callbacks, never upwards.
+MAY_NOT_IMPORT = {"utils": ("callbacks", "layers"), "layers": ("callbacks",)}
+
+
+def test_folders_import_only_downwards(project):
+    graph = import_graph(project / "src")
+    offenders = []
+    for name, imports in graph.items():
+        folder = name.split(".")[1] if name.count(".") else ""
+        for forbidden in MAY_NOT_IMPORT.get(folder, ()):
+            offenders += [f"{name} imports {t}" for t in imports if t.startswith(f"{TEST_PACKAGE}.{forbidden}")]
+    assert {"utils", "layers"} <= {name.split(".")[1] for name in graph if name.count(".")}
+    assert not offenders, offenders

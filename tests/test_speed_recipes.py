@@ -12,8 +12,8 @@ import yaml
 from pytorch_lightning import Callback, Trainer
 from torch import nn
 
-from callbacks.channels_last import ChannelsLast
-from callbacks.compile_model import CompileModel
+from cnn_tricks.callbacks.channels_last import ChannelsLast
+from cnn_tricks.callbacks.compile_model import CompileModel
 
 from conftest import RECIPES
 

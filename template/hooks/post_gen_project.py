@@ -1,7 +1,8 @@
 """Copy the template's shared parts into the new project and turn on the picked recipes.
 
-`recipes/` and `callbacks/` live beside `template/` in the template repository (one copy, linted
-and tested there); the generated project owns a copy of both, so it never imports this repo.
+`recipes/` and the package folders `callbacks/`, `layers/` and `utils/` live beside `template/` in the
+template repository (one copy, linted and tested there); the generated project owns a copy of them, so it
+never imports this repo.
 The picked recipes are merged into `configs/default.yaml`, exactly as `--config` would merge them.
 """
 
@@ -21,6 +22,7 @@ if not REPO_DIR.is_absolute():  # a template given as a relative path: relative 
 # (`cookiecutter --replay-file .cookiecutter.json ...`, see the project's README).
 ANSWERS = json.loads("""{{ cookiecutter | jsonify }}""")
 PACKAGE = "{{ cookiecutter.package_name }}"
+SHARED_FOLDERS = ("callbacks", "layers", "utils")  # copied into src/<package>/
 PICKED = [r.strip().removesuffix(".yaml") for r in """{{ cookiecutter.recipes }}""".split(",") if r.strip()]
 
 
@@ -41,10 +43,11 @@ def merge_recipe(config: dict, recipe: dict) -> dict:
 def main() -> None:
     project = Path.cwd()
     shutil.copytree(REPO_DIR.parent / "recipes", project / "recipes", dirs_exist_ok=True)  # exists on an update
-    callbacks = project / "src" / PACKAGE / "callbacks"
-    callbacks.mkdir(parents=True, exist_ok=True)
-    for source in sorted((REPO_DIR.parent / "callbacks").glob("*.py")):
-        shutil.copy2(source, callbacks / source.name)
+    for folder in SHARED_FOLDERS:
+        target = project / "src" / PACKAGE / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sorted((REPO_DIR.parent / folder).glob("*.py")):
+            shutil.copy2(source, target / source.name)
     kept = {k: v for k, v in ANSWERS.items() if not k.startswith("_") or k in ("_copy_without_render", "_template")}
     (project / ".cookiecutter.json").write_text(json.dumps({"cookiecutter": kept}, indent=2) + "\n")
     if PICKED:

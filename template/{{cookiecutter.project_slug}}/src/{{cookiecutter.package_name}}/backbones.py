@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .callbacks.activation_swap import ACTIVATIONS, Activation, activation_factory
+from .layers.activations import ACTIVATIONS, Activation, activation_factory
 
 
 class SizedConvNet(nn.Sequential):

@@ -6,6 +6,6 @@ way in every command (`lightning fit`, the ensemble, audit and TANDA commands). 
 import the CLI for this side effect.
 """
 
-from . import callbacks, loggers, reliability, tanda, transforms
+from . import callbacks, layers, loggers, reliability, tanda, transforms
 
-__all__ = ["callbacks", "loggers", "reliability", "tanda", "transforms"]
+__all__ = ["callbacks", "layers", "loggers", "reliability", "tanda", "transforms"]

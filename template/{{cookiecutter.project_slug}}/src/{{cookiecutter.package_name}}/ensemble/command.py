@@ -33,10 +33,10 @@ import torch
 import yaml
 from pytorch_lightning import Trainer
 
-from ..callbacks import (
+from ..data_config import datamodule_from_section
+from ..utils.ensembling import (
     METHODS,
 )
-from ..data_config import datamodule_from_section
 from .checkpoints import run_config, top_k_checkpoints, top_k_wandb
 from .module import EnsembleModule
 

@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
-from ..callbacks import (
+from ..utils.ensembling import (
     METHODS,
     combine,
     member_logits,
