@@ -17,6 +17,11 @@ The score, `high_frequency_ratio(weight)`: per filter and input channel, the mea
 difference between horizontally and vertically adjacent taps, divided by twice the taps' variance;
 averaged over filters. White noise gives about 1, a smooth (low-frequency) filter near 0, a
 checkerboard 2. Above `noise_threshold` (default 0.8, close to white noise) the filters are noisy.
+
+The verdict abstains on kernels smaller than `min_kernel` (default 5x5): with 3x3 taps there is
+hardly any spatial frequency to judge, and useful detectors score like noise there (a 3x3 Laplacian
+scores 2.0, white 3x3 noise about 1.2, a Sobel 0.5), so a healthy 3x3 first layer would be called
+noisy at every epoch. The grid is still drawn; the finding says why there is no verdict.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = ["FirstLayerFilters", "filter_grid", "first_conv", "high_frequency_rat
 
 NOISY = ("noisy first-layer filters", "regularization may not be strong enough: increase weight decay or augmentation")
 SMOOTH = ("smooth first-layer filters", "regularization looks strong enough")
+ABSTAIN_ADVICE = "nothing to fix; look at the grid (the verdict needs filters of {k}x{k} taps or more, e.g. a ResNet's 7x7 stem)"
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
@@ -135,6 +141,8 @@ class FirstLayerFilters(Callback):
         max_filters: filters drawn per grid.
         scale: screen pixels per filter tap in the PNG's panels (each panel at least 40 pixels).
         noise_threshold: `high_frequency_ratio` above which the filters are called noisy.
+        min_kernel: the smallest kernel side with a verdict; smaller kernels are drawn and scored, and the
+            finding abstains (3x3 taps carry too few spatial frequencies to tell noise from an edge detector).
 
     `self.scores` has (epoch, score) per drawing, `self.grids` (epoch, the drawn filters: a CPU copy
     of the first `max_filters` filters' weights), `self.files` the PNGs.
@@ -144,7 +152,8 @@ class FirstLayerFilters(Callback):
         >>> trainer = Trainer(callbacks=[FirstLayerFilters(every_n_epochs=5)])
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_filters: int = 64, scale: int = 8, noise_threshold: float = 0.8) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_filters: int = 64, scale: int = 8, noise_threshold: float = 0.8,
+                 min_kernel: int = 5) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"FirstLayerFilters(every_n_epochs={every_n_epochs}): use 1 or more.")
         if max_filters < 1:
@@ -153,7 +162,11 @@ class FirstLayerFilters(Callback):
             raise ValueError(f"FirstLayerFilters(scale={scale}): use 1 or more pixels per tap, e.g. 8.")
         if not noise_threshold > 0:
             raise ValueError(f"FirstLayerFilters(noise_threshold={noise_threshold}): must be positive; white noise scores about 1.")
+        if min_kernel < 2:
+            raise ValueError(f"FirstLayerFilters(min_kernel={min_kernel}): use 2 or more taps per side, e.g. 5.")
         self.every_n_epochs, self.max_filters, self.scale = every_n_epochs, max_filters, scale
+        self.min_kernel = min_kernel
+        self.kernel: tuple[int, int] | None = None  # (kh, kw) of the first conv, once seen
         self.noise_threshold = noise_threshold
         self.scores: list[tuple[int, float]] = []
         self.grids: list[tuple[int, torch.Tensor]] = []
@@ -164,6 +177,11 @@ class FirstLayerFilters(Callback):
         if not self.scores:
             return []
         epoch, score = self.scores[-1]
+        if self.kernel is not None and min(self.kernel) < self.min_kernel:
+            kh, kw = self.kernel
+            return [Finding("D4", f"no verdict on {kh}x{kw} first-layer filters (high-frequency ratio {score:.2f}): too few "
+                                  "taps to tell noise from an edge detector", ABSTAIN_ADVICE.format(k=self.min_kernel),
+                            healthy=True)]
         noisy = score > self.noise_threshold
         verdict, advice = NOISY if noisy else SMOOTH
         return [Finding("D4", f"{verdict} (high-frequency ratio {score:.2f}, noisy above {self.noise_threshold})", advice,
@@ -182,6 +200,7 @@ class FirstLayerFilters(Callback):
                                                         "nothing to draw; the diagnostic does nothing for this model"))
             return
         epoch = trainer.current_epoch
+        self.kernel = tuple(conv.weight.shape[-2:])
         self.scores.append((epoch, high_frequency_ratio(conv.weight)))
         self.grids.append((epoch, conv.weight.detach()[:self.max_filters].float().cpu().clone()))
         folder, logger = run_folder(trainer), wandb_logger(trainer)
@@ -206,9 +225,11 @@ class FirstLayerFilters(Callback):
             shown = self.grids if len(self.grids) <= 8 else [self.grids[i * (len(self.grids) - 1) // 7] for i in range(8)]
             images["first_layer_filters"] = filters_over_epochs(shown, "D4 first-layer filters over epochs "
                                                                       "(each filter min-max scaled)", self.max_filters)
-            images["filter_noise"] = line_plot({"high-frequency ratio": ([e for e, _ in self.scores], [s for _, s in self.scores]),
-                                                "noisy above": ([e for e, _ in self.scores], [self.noise_threshold] * len(self.scores))},
-                                               "D4 first-layer filter noise (1 = white noise, 0 = smooth)", "epoch", "ratio",
-                                               notes=[f.line() for f in self.findings()])
+            epochs = [e for e, _ in self.scores]
+            series = {"high-frequency ratio": (epochs, [s for _, s in self.scores])}
+            if self.kernel is None or min(self.kernel) >= self.min_kernel:  # no threshold line where there is no verdict
+                series["noisy above"] = (epochs, [self.noise_threshold] * len(self.scores))
+            images["filter_noise"] = line_plot(series, "D4 first-layer filter noise (1 = white noise, 0 = smooth)", "epoch",
+                                               "ratio", notes=[f.line() for f in self.findings()])
         lines = [f"Grids drawn: {len(self.grids)}" + (f"; PNGs in `{self.files[0].parent}`." if self.files else ".")]
         return Section("First-layer filters (D4)", self.findings(), lines, images)

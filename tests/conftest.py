@@ -1,4 +1,6 @@
-"""Helpers shared by the template's tests: generate projects, run their CLI, keep W&B offline."""
+"""Helpers shared by the template's tests: generate projects, run their CLI, keep W&B offline.
+
+The tiny nets, data and quiet Trainers of the effect tests are in tiny.py (`from tiny import ...`)."""
 
 from __future__ import annotations
 

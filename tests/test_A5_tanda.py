@@ -117,8 +117,8 @@ def test_A5_policy_learned_by_command_drives_training_in_a_fresh_process(
     command.main(
         [
             "learn",
-            "--image-size",
-            "16",
+            "--data",
+            "image_size=16",
             "--steps",
             "20",
             "--tfs",

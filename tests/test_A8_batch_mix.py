@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from augment_helpers import recipe, recipe_transforms
-from pytorch_lightning import Trainer
+from tiny import quiet_trainer
 
 
 def mix(pkg):
@@ -59,8 +59,7 @@ def test_A8_model_trains_on_mixed_targets(pkg, tmp_path):
     mixers = recipe_transforms("augment/mixup", pkg, key="batch_augment+") + recipe_transforms("augment/cutmix", pkg, key="batch_augment+")
     dm = pkg.ImageDataModule("digits", image_size=16, batch_augment=mixers)
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16, backbone_options={"widths": [8, 16]})
-    trainer = Trainer(max_steps=4, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = quiet_trainer(tmp_path, max_steps=4, limit_val_batches=1, accelerator="auto")
     trainer.fit(model, dm)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert 0.0 <= float(trainer.callback_metrics["train/acc"]) <= 1.0

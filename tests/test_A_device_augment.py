@@ -13,7 +13,7 @@ import importlib
 
 import pytest
 import torch
-from pytorch_lightning import Trainer
+from tiny import quiet_trainer
 from torchvision.transforms import v2
 
 N = 500  # draws per path and case
@@ -196,8 +196,7 @@ def test_A_device_augment_short_fit_through_trainer(pkg, tmp_path):
     dm = pkg.ImageDataModule("digits", image_size=16, augment=[t.PadAndCrop(2), v2.ColorJitter(0.3, 0.3)],
                              batch_augment=[v2.MixUp(alpha=0.2)], device_augment=True)
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16, backbone_options={"widths": [8, 16]})
-    trainer = Trainer(max_steps=6, limit_val_batches=2, val_check_interval=3, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = quiet_trainer(tmp_path, max_steps=6, limit_val_batches=2, val_check_interval=3, accelerator="auto")
     trainer.fit(model, dm)
     assert trainer.global_step == 6
     assert torch.isfinite(trainer.callback_metrics["train/loss"]) and "val/acc" in trainer.callback_metrics

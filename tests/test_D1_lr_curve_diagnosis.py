@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
-from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning import seed_everything
+from tiny import digits_convnet, quiet_trainer
 
 from cnn_tricks.callbacks.lr_curve_diagnosis import LossCurveDiagnosis, diagnose_loss_curve
 
@@ -16,12 +15,8 @@ def fit_digits(pkg, lr: float, batch_size: int = 64, epochs: int = 3, limit_batc
     seed_everything(0, verbose=False)
     diagnosis = LossCurveDiagnosis()
     data = pkg.ImageDataModule("digits", image_size=8, batch_size=batch_size)
-    model = pkg.ImageClassifier(image_size=8, backbone_options={"widths": [8, 16], "convs_per_stage": 1},
-                                optimizer=partial(torch.optim.SGD, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
-    trainer = Trainer(max_epochs=epochs, limit_train_batches=limit_batches, limit_val_batches=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                      callbacks=[diagnosis])
-    trainer.fit(model, data)
+    model = digits_convnet(pkg, lr=lr)
+    quiet_trainer(callbacks=[diagnosis], max_epochs=epochs, limit_train_batches=limit_batches, limit_val_batches=1).fit(model, data)
     return diagnosis
 
 

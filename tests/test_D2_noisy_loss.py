@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-import torch
-from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning import seed_everything
+from tiny import digits_convnet, quiet_trainer
 
 from cnn_tricks.callbacks.lr_curve_diagnosis import NOISY, LossCurveDiagnosis
 
@@ -14,10 +12,8 @@ def loss_noise(pkg, batch_size: int, steps: int) -> LossCurveDiagnosis:
     seed_everything(0, verbose=False)
     diagnosis = LossCurveDiagnosis()
     data = pkg.ImageDataModule("digits", image_size=8, batch_size=batch_size)
-    model = pkg.ImageClassifier(image_size=8, backbone_options={"widths": [8, 16], "convs_per_stage": 1},
-                                optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
-    Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, accelerator="cpu", callbacks=[diagnosis]).fit(model, data)
+    model = digits_convnet(pkg, lr=0.1)
+    quiet_trainer(callbacks=[diagnosis], max_steps=steps, limit_val_batches=0).fit(model, data)
     return diagnosis
 
 

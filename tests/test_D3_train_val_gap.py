@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
-import torch
-from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning import seed_everything
+from tiny import digits_convnet, quiet_trainer
 from torch.utils.data import DataLoader, Subset
 
 from cnn_tricks.callbacks.train_val_gap import TrainValGap, diagnose_gap
@@ -20,10 +18,8 @@ def fit_gap(pkg, widths, train_size: int | None, epochs: int, weight_decay: floa
     train = data.train_dataloader().dataset
     if train_size is not None:
         train = Subset(train, range(train_size))
-    model = pkg.ImageClassifier(image_size=8, backbone_options={"widths": widths, "convs_per_stage": 1},
-                                optimizer=partial(torch.optim.SGD, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay))
-    Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            accelerator="cpu", callbacks=[gap]).fit(
+    model = digits_convnet(pkg, widths, lr=lr, weight_decay=weight_decay)
+    quiet_trainer(callbacks=[gap], max_epochs=epochs).fit(
         model, DataLoader(train, batch_size=64, shuffle=True), DataLoader(data.val_dataloader().dataset, batch_size=270))
     return gap
 

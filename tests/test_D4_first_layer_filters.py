@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from PIL import Image
-from pytorch_lightning import LightningModule, Trainer, seed_everything
+from pytorch_lightning import seed_everything
 from pytorch_lightning.loggers import CSVLogger
+from tiny import TinyClassifier, loader, quiet_trainer
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.first_layer_filters import FirstLayerFilters, filter_grid, high_frequency_ratio
 
@@ -42,28 +42,20 @@ def test_D4_score_ranks_noise_filters_noisier_than_smooth_ones():
     assert filter_grid(noise3).shape[0] == 3 and filter_grid(noise).shape[0] == 3
 
 
-class TinyConvNet(LightningModule):
-    def __init__(self, first: torch.Tensor) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, first.shape[0], 7, padding=3)
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(first.shape[0], 10))
-        with torch.no_grad():
-            self.conv.weight.copy_(first)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self.head(self.conv(x)), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=1e-4)
+def first_layer_net(first: torch.Tensor) -> TinyClassifier:
+    """A conv starting from the filters `first` (7x7 or 3x3), then ReLU, global pooling and a linear head; tiny LR."""
+    conv = nn.Conv2d(1, first.shape[0], first.shape[-1], padding=first.shape[-1] // 2)
+    head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(first.shape[0], 10))
+    with torch.no_grad():
+        conv.weight.copy_(first)
+    return TinyClassifier({"conv": conv, "head": head}, lr=1e-4)
 
 
-def fit_filters(first: torch.Tensor, folder, epochs: int = 2) -> FirstLayerFilters:
+def fit_filters(first: torch.Tensor, folder, epochs: int = 2, **options) -> FirstLayerFilters:
     seed_everything(0, verbose=False)
-    filters = FirstLayerFilters()
-    data = TensorDataset(torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,)))
-    Trainer(max_epochs=epochs, logger=CSVLogger(folder), enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, accelerator="cpu", callbacks=[filters]).fit(TinyConvNet(first), DataLoader(data, batch_size=8))
+    filters = FirstLayerFilters(**options)
+    data = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    quiet_trainer(callbacks=[filters], max_epochs=epochs, logger=CSVLogger(folder)).fit(first_layer_net(first), loader(*data))
     return filters
 
 
@@ -89,3 +81,21 @@ def test_D4_arguments_are_validated():
         FirstLayerFilters(every_n_epochs=0)
     with pytest.raises(ValueError, match="at least 2x2"):
         high_frequency_ratio(torch.randn(4, 3, 1, 1))
+
+
+def test_D4_abstains_on_3x3_filters_where_a_textbook_detector_scores_like_noise(tmp_path):
+    """3x3 taps have too few spatial frequencies: a bank of Laplacian (centre-surround) detectors, which a
+    healthy first layer may well learn, scores above white noise. The verdict abstains and says why."""
+    laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
+    bank = torch.stack([laplacian * s for s in torch.linspace(0.5, 1.5, 8).tolist()]).unsqueeze(1) * 0.1
+    assert high_frequency_ratio(bank) > high_frequency_ratio(torch.randn(64, 1, 3, 3)) > 0.8
+    judged = fit_filters(bank, tmp_path / "judged", epochs=1, min_kernel=3)  # judging 3x3 would call them noisy
+    (finding,) = judged.findings()
+    assert not finding.healthy and "noisy" in finding.verdict
+    abstained = fit_filters(bank, tmp_path / "default", epochs=1)
+    (finding,) = abstained.findings()
+    print(finding.line())
+    assert finding.healthy and "no verdict on 3x3" in finding.verdict and "nothing to fix" in finding.advice
+    assert abstained.files and abstained.scores  # still drawn and scored
+    with pytest.raises(ValueError, match="min_kernel=1"):
+        FirstLayerFilters(min_kernel=1)

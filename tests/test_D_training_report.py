@@ -6,13 +6,12 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from functools import partial
 
 import pytest
-import torch
 from PIL import Image
 from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.loggers import CSVLogger
+from tiny import digits_convnet, quiet_trainer
 
 from cnn_tricks.callbacks import ActivationHealth, FirstLayerFilters, LossCurveDiagnosis, TrainingReport, TrainValGap
 
@@ -24,10 +23,8 @@ def diagnostics() -> list:
 def fit(pkg, callbacks, logger=False, epochs: int = 2, image_size: int = 8, widths=(8, 16), **trainer_args) -> Trainer:
     seed_everything(0, verbose=False)
     data = pkg.ImageDataModule("digits", image_size=image_size, batch_size=64)
-    model = pkg.ImageClassifier(image_size=image_size, backbone_options={"widths": list(widths), "convs_per_stage": 1},
-                                optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
-    trainer = Trainer(max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, accelerator="cpu", callbacks=callbacks, **trainer_args)
+    model = digits_convnet(pkg, widths, image_size=image_size, lr=0.1)
+    trainer = quiet_trainer(callbacks=callbacks, max_epochs=epochs, logger=logger, **trainer_args)
     trainer.fit(model, data)
     return trainer
 

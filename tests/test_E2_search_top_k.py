@@ -9,8 +9,8 @@ import inspect
 import pytest
 import torch
 import yaml
-from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
+from tiny import quiet_trainer
 
 
 def test_E2_folds_partition_the_train_val_pool_and_leave_test_alone(pkg):
@@ -46,8 +46,8 @@ def fit_run(pkg, folder, lr: float, fold: int):
                                 optimizer=lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9))
     data = pkg.ImageDataModule("digits", image_size=16, batch_size=32, num_folds=4, fold=fold)
     best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/acc", mode="max")
-    trainer = Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=2, callbacks=[best], logger=False,
-                      accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = quiet_trainer(callbacks=[best], max_epochs=1, limit_train_batches=5, limit_val_batches=2,
+                            num_sanity_val_steps=0, enable_checkpointing=True)
     trainer.fit(model, datamodule=data)
     return float(best.best_model_score)
 
@@ -80,6 +80,8 @@ def test_E2_sweep_config_names_real_cli_options(pkg, project):
     assert sweep["command"][4:9] == ["fit", "--config", "configs/default.yaml", "--config", "recipes/logger/wandb.yaml"]
     assert (project / "recipes" / "logger" / "wandb.yaml").is_file()
     assert {"data.fold", "data.num_folds", "model.optimizer.init_args.lr"} <= set(sweep["parameters"])
+    # Hyperband early termination, in the form W&B's sweep schema takes (min_iter counts logged epochs).
+    assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": 3, "eta": 3}
     # Every swept option is an argument of the class the CLI builds for it, and every value is accepted.
     default = yaml.safe_load((project / "configs" / "default.yaml").read_text())
     optimizer = getattr(torch.optim, default["model"]["optimizer"]["class_path"].rsplit(".", 1)[1])

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint
+from tiny import quiet_trainer
 
 from cnn_tricks.utils.ensembling import combine, nll
 
@@ -29,8 +30,8 @@ def test_E3_recipe_keeps_the_top_k_epochs_in_a_subfolder_and_they_ensemble(pkg, 
         def on_validation_end(self, trainer, pl_module):
             losses.append(float(trainer.callback_metrics["val/loss"]))
 
-    trainer = Trainer(max_epochs=5, limit_train_batches=4, limit_val_batches=3, callbacks=[Losses(), keep], logger=False,
-                      accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = quiet_trainer(callbacks=[Losses(), keep], max_epochs=5, limit_train_batches=4, limit_val_batches=3,
+                            num_sanity_val_steps=0, enable_checkpointing=True)
     trainer.fit(model, datamodule=data)
     files = sorted((tmp_path / "checkpoints" / "top").glob("*.ckpt"))
     assert len(files) == args["save_top_k"] == 3  # 5 epochs, the 3 best kept

@@ -9,40 +9,22 @@ import math
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import CSVLogger
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import TinyClassifier, loader, quiet_trainer, tiny_convnet
 
 from cnn_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble, cycle_boundaries, snapshot_lr
 
 
-class TinyNet(LightningModule):
-    def __init__(self, scheduler: bool = False) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3))
-        self.scheduler = scheduler
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val/loss", nn.functional.cross_entropy(self(x), y))
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.SGD(self.parameters(), lr=0.2, momentum=0.9)
-        if self.scheduler:
-            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1)}
-        return optimizer
+def tiny_net(scheduler: bool = False) -> TinyClassifier:
+    """A one-conv BatchNorm net, SGD at 0.2 with momentum; with `scheduler`, a StepLR the callback must refuse."""
+    step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1) if scheduler else None
+    return TinyClassifier(tiny_convnet(4, batch_norm=True), lr=0.2, momentum=0.9, scheduler=step_lr)
 
 
 class LRProbe(Callback):
@@ -64,19 +46,18 @@ def loaders():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 3, (96,), generator=g)
     x[:, :, :2] += y.view(-1, 1, 1, 1).float()  # a learnable signal
-    return DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16), DataLoader(TensorDataset(x[64:], y[64:]), batch_size=16)
+    return loader(x[:64], y[:64], batch_size=16), loader(x[64:], y[64:], batch_size=16)
 
 
 def make_trainer(tmp_path, callbacks, max_epochs=6):
-    return Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=CSVLogger(tmp_path, name="run"), accelerator="cpu",
-                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    return quiet_trainer(callbacks=callbacks, max_epochs=max_epochs, logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1)
 
 
 def test_E3_three_cycles_three_snapshots_each_at_its_cycle_lr_minimum(tmp_path):
     torch.manual_seed(0)
     snapshot, probe = SnapshotEnsemble(cycles=3), LRProbe()
     trainer = make_trainer(tmp_path, [snapshot, probe])
-    trainer.fit(TinyNet(), *loaders())
+    trainer.fit(tiny_net(), *loaders())
     assert snapshot.boundaries == [0, 8, 16, 24]  # 6 epochs x 4 batches
     files = sorted((tmp_path / "run" / "version_0" / "checkpoints" / "snapshots").glob("*.ckpt"))
     assert [f.name for f in files] == ["snapshot-1.ckpt", "snapshot-2.ckpt", "snapshot-3.ckpt"]
@@ -99,17 +80,17 @@ def test_E3_three_cycles_three_snapshots_each_at_its_cycle_lr_minimum(tmp_path):
 def test_E3_resuming_mid_cycle_continues_the_same_schedule(tmp_path):
     torch.manual_seed(0)
     full = LRProbe()
-    make_trainer(tmp_path / "full", [SnapshotEnsemble(cycles=3), full]).fit(TinyNet(), *loaders())
+    make_trainer(tmp_path / "full", [SnapshotEnsemble(cycles=3), full]).fit(tiny_net(), *loaders())
 
     torch.manual_seed(0)
     first = LRProbe(stop_after_epoch=2)  # stops at step 12, in the middle of cycle 2 (steps 8..15)
     trainer = make_trainer(tmp_path / "cut", [SnapshotEnsemble(cycles=3), first])
-    trainer.fit(TinyNet(), *loaders())
+    trainer.fit(tiny_net(), *loaders())
     trainer.save_checkpoint(tmp_path / "cut.ckpt")
     assert max(first.lrs) == 11
 
     second, snapshot = LRProbe(), SnapshotEnsemble(cycles=3)
-    make_trainer(tmp_path / "cut", [snapshot, second]).fit(TinyNet(), *loaders(), ckpt_path=tmp_path / "cut.ckpt")
+    make_trainer(tmp_path / "cut", [snapshot, second]).fit(tiny_net(), *loaders(), ckpt_path=tmp_path / "cut.ckpt")
     assert min(second.lrs) == 12
     assert [second.lrs[s] for s in range(12, 24)] == pytest.approx([full.lrs[s] for s in range(12, 24)], abs=1e-12)
     assert sorted(snapshot.snapshots) == [1, 2, 3]  # the first snapshot, from before the cut, is in the ensemble
@@ -126,7 +107,7 @@ def test_E3_cosine_schedule_formula():
 def test_E3_another_lr_scheduler_is_refused_at_fit_start(tmp_path):
     trainer = make_trainer(tmp_path, [SnapshotEnsemble(cycles=2)])
     with pytest.raises(ValueError, match=r"SnapshotEnsemble owns the LR schedule.*StepLR.*lr_scheduler: null"):
-        trainer.fit(TinyNet(scheduler=True), *loaders())
+        trainer.fit(tiny_net(scheduler=True), *loaders())
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -142,18 +123,17 @@ def test_E3_arguments_are_validated():
 DDP_SCRIPT = '''
 import json, os, sys
 import torch
-from pytorch_lightning import Trainer
+import conftest  # the cnn_tricks package the tests import the repository's folders as
 from pytorch_lightning.loggers import CSVLogger
 from cnn_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble
-from test_E3_snapshot_ensemble import TinyNet, loaders
+from test_E3_snapshot_ensemble import loaders, tiny_net
+from tiny import quiet_trainer
 
 if __name__ == "__main__":
     out = sys.argv[1]
     torch.manual_seed(0)
     snapshot = SnapshotEnsemble(cycles=3)
-    trainer = Trainer(strategy="ddp", devices=2, accelerator="cpu", max_epochs=3, callbacks=[snapshot],
-                      logger=CSVLogger(out, name="run"), enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = quiet_trainer(callbacks=[snapshot], strategy="ddp", devices=2, max_epochs=3, logger=CSVLogger(out, name="run"))
     io = trainer.strategy.checkpoint_io
     save = io.save_checkpoint
 
@@ -163,7 +143,7 @@ if __name__ == "__main__":
         return save(checkpoint, path, storage_options)
 
     io.save_checkpoint = logged_save
-    trainer.fit(TinyNet(), *loaders())
+    trainer.fit(tiny_net(), *loaders())
     with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump({"boundaries": snapshot.boundaries, "results": snapshot.results}, f)
 '''

@@ -8,33 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import EMAWeightAveraging, StochasticWeightAveraging
+from tiny import TinyClassifier, loader, quiet_trainer, random_images, tiny_mlp
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "ensemble"
 
 
-class TinyNet(LightningModule):
+class TinyNet(TinyClassifier):
+    """A linear classifier of 4x4 images that records the weights its validation sees."""
+
     def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        super().__init__(tiny_mlp(16, 3, flatten=True), lr=0.5)
         self.val_weights = []
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
 
     def validation_step(self, batch, batch_idx):
         if batch_idx == 0:  # the weights validation actually sees
             self.val_weights.append(self.net[1].weight.detach().clone())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
 class WeightProbe(Callback):
@@ -52,13 +43,11 @@ class WeightProbe(Callback):
 
 def fit(averaging: Callback, max_epochs: int, val: bool = False):
     torch.manual_seed(0)
-    x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,))
+    data = loader(*random_images(32, side=4))
     model, probe = TinyNet(), WeightProbe()
-    trainer = Trainer(max_epochs=max_epochs, callbacks=[probe, averaging], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                      limit_val_batches=1 if val else 0, num_sanity_val_steps=0)
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
-    trainer.fit(model, loader, loader if val else None)
+    trainer = quiet_trainer(callbacks=[probe, averaging], max_epochs=max_epochs, limit_val_batches=1 if val else 0,
+                            num_sanity_val_steps=0)
+    trainer.fit(model, data, data if val else None)
     return model, probe
 
 
@@ -104,12 +93,10 @@ def test_E4_swa_recipe_updates_batchnorm_statistics_for_the_average():
             self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
 
     torch.manual_seed(0)
-    x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,))
+    x, y = random_images(32, side=4)
     model, probe, max_epochs = BNNet(), WeightProbe(), 4
-    trainer = Trainer(max_epochs=max_epochs, callbacks=[StochasticWeightAveraging(**recipe_args("swa")), probe],
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      accelerator="cpu")
-    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8))
+    trainer = quiet_trainer(callbacks=[StochasticWeightAveraging(**recipe_args("swa")), probe], max_epochs=max_epochs)
+    trainer.fit(model, loader(x, y))
     start = int(recipe_args("swa")["swa_epoch_start"] * max_epochs) - 1
     assert len(probe.epoch_start) == max_epochs + 1  # one extra epoch, only for the BatchNorm statistics
     averaged = probe.epoch_start[-1]  # the weights of that extra pass (recorded after SWA put the average in)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import subprocess
 import sys
 
 import pytest
 import torch
-from pytorch_lightning import Trainer
+from tiny import quiet_trainer
 
 from cnn_tricks.utils.ensembling import combine, member_logits, nll, stack_states
 
@@ -24,8 +25,7 @@ def make_member(pkg, path, seed: int, steps: int = 3, image_size: int = 16, **hp
     torch.manual_seed(seed)
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=image_size, **{**TINY, **hparams})
     data = pkg.ImageDataModule("digits", image_size=image_size, batch_size=32)
-    trainer = Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False, accelerator="cpu",
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = quiet_trainer(max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(path)
     return path
@@ -136,7 +136,7 @@ def test_E5_checkpoints_load_weights_only(members, ensemble_module, tmp_path):
 def test_E5_predict_and_test_with_a_trainer(pkg, members, ensemble_module):
     ensemble = ensemble_module.EnsembleModule([str(p) for p in members], combine="vote", weights=[1, 1, 2])
     data = pkg.ImageDataModule("digits", image_size=16, batch_size=128)
-    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     probs = torch.cat(trainer.predict(ensemble, datamodule=data))
     assert probs.shape == (270, 10) and torch.allclose(probs.sum(-1), torch.ones(270))
     (metrics,) = trainer.test(ensemble, datamodule=data, verbose=False)
@@ -159,6 +159,15 @@ def test_E5_command_tests_an_ensemble_of_three_checkpoints_and_rejects_a_mismatc
                   cwd=project, env=env, timeout=300).stdout
     assert "Ensemble of 3 (probs)" in via_cli
     assert float(via_cli.split("test/acc of the ensemble: ")[1].split()[0]) == ensemble_acc
+    # predict --ensemble writes the combined probabilities; --ensemble with fit is refused before anything runs.
+    run([sys.executable, "-m", pkg.__name__, "predict", f"--config={project / 'configs/default.yaml'}", "--ensemble",
+         *map(str, members), "--trainer.accelerator=cpu", "--data.num_workers=0", f"--ensemble_output={tmp_path / 'p.pt'}"],
+        cwd=project, env=env, timeout=300)
+    saved = torch.load(tmp_path / "p.pt")
+    assert saved["probs"].shape[1] == 10 and len(saved["members"]) == 3
+    refused = subprocess.run([sys.executable, "-m", pkg.__name__, "fit", f"--config={project / 'configs/default.yaml'}",
+                              "--ensemble", str(members[0])], cwd=project, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "--ensemble evaluates checkpoints: use it with test or predict" in refused.stderr
     five = untrained_checkpoint(pkg, tmp_path / "five.ckpt", num_classes=5)
     ensemble = importlib.import_module(f"{pkg.__name__}.ensemble")
     with pytest.raises(SystemExit, match="members disagree on num_classes"):  # the same command, in-process

@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 import torch
+from tiny import digits_data, quiet_trainer, random_loader
 from torch import nn
 
 from cnn_tricks.callbacks.activation_swap import ActivationSwap
@@ -83,11 +84,8 @@ def test_F4_leaky_relu_uses_the_configured_slope():
 
 def train_on_digits(backbones, name: str, steps: int = 25) -> list[float]:
     """Full-batch Adam on 256 digits (8x8) with a 2-stage sized convnet whose activations are `name`."""
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    images = torch.tensor(images[:256], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
-    labels = torch.tensor(labels[:256])
+    images, labels = digits_data(256)
+    images = images.view(-1, 1, 8, 8) / 16.0
     torch.manual_seed(0)
     net = backbones.build_backbone("sized_convnet", 1, 10, 8, widths=[8, 16], convs_per_stage=1)
     swap(net, name, images[:1])
@@ -139,22 +137,18 @@ def test_F1_F4_callback_arguments_are_validated():
 
 
 def test_F1_F4_a_checkpoint_is_tested_with_its_own_activation_only(pkg, tmp_path, one_thread):
-    from pytorch_lightning import Trainer
-    from torch.utils.data import DataLoader, TensorDataset
-
-    loader = DataLoader(TensorDataset(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))), batch_size=4)
-    quiet = {"logger": False, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+    loader = random_loader(8, classes=10, batch_size=4)
 
     def model():
         return pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=8, backbone_options={"widths": [4]})
 
-    trainer = Trainer(max_steps=1, callbacks=[ActivationSwap("tanh")], enable_checkpointing=False, **quiet)
+    trainer = quiet_trainer(callbacks=[ActivationSwap("tanh")], max_steps=1)
     trainer.fit(model(), train_dataloaders=loader)
     trainer.save_checkpoint(tmp_path / "tanh.ckpt")
-    Trainer(callbacks=[ActivationSwap("tanh")], **quiet).test(model(), loader, ckpt_path=tmp_path / "tanh.ckpt", verbose=False)
+    quiet_trainer(callbacks=[ActivationSwap("tanh")]).test(model(), loader, ckpt_path=tmp_path / "tanh.ckpt", verbose=False)
     # Same parameter names, so the weights would load silently: the callback's saved state catches it.
     with pytest.raises(ValueError, match="trained with 'tanh'.*recipes/activation/tanh.yaml"):
-        Trainer(callbacks=[ActivationSwap("gelu")], **quiet).test(model(), loader, ckpt_path=tmp_path / "tanh.ckpt")
+        quiet_trainer(callbacks=[ActivationSwap("gelu")]).test(model(), loader, ckpt_path=tmp_path / "tanh.ckpt")
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "leaky_relu", "prelu", "gelu"])

@@ -7,9 +7,10 @@ import copy
 import pytest
 import torch
 import torchvision
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback
+from tiny import digits_data, loader, quiet_trainer
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from cnn_tricks.callbacks.activation_swap import ActivationSwap
 from cnn_tricks.layers.activation_surgery import CallSiteActivations, swap_activations
@@ -64,11 +65,8 @@ class SlopeProbe(Callback):
 
 
 def digits_loader() -> DataLoader:
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    images = torch.tensor(images[:128], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
-    return DataLoader(TensorDataset(images, torch.tensor(labels[:128])), batch_size=32)
+    images, labels = digits_data(128)
+    return loader(images.view(-1, 1, 8, 8) / 16.0, labels, batch_size=32)
 
 
 def test_F5_slopes_are_trained_by_the_optimizer_through_trainer_fit_and_reloaded(pkg, tmp_path, one_thread):
@@ -76,8 +74,7 @@ def test_F5_slopes_are_trained_by_the_optimizer_through_trainer_fit_and_reloaded
     options = {"widths": [8, 16], "convs_per_stage": 1}
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=8, backbone_options=options)
     probe = SlopeProbe()
-    trainer = Trainer(max_steps=4, callbacks=[ActivationSwap("prelu"), probe], logger=False, accelerator="cpu",
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(callbacks=[ActivationSwap("prelu"), probe], max_steps=4)
     trainer.fit(model, train_dataloaders=digits_loader())
     assert probe.all_optimized and len(probe.slopes) == 2  # swapped in setup, before configure_optimizers
     optimizer = trainer.optimizers[0]
@@ -91,8 +88,7 @@ def test_F5_slopes_are_trained_by_the_optimizer_through_trainer_fit_and_reloaded
     path = tmp_path / "prelu.ckpt"
     trainer.save_checkpoint(path)
     fresh = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=8, backbone_options=options)
-    tester = Trainer(callbacks=[ActivationSwap("prelu")], logger=False, accelerator="cpu",
-                     enable_progress_bar=False, enable_model_summary=False)
+    tester = quiet_trainer(callbacks=[ActivationSwap("prelu")])
     tester.test(fresh, dataloaders=digits_loader(), ckpt_path=str(path), verbose=False)
     reloaded = [m.weight.detach() for m in fresh.modules() if isinstance(m, nn.PReLU)]
     assert all(torch.equal(a, b) for a, b in zip(reloaded, trained, strict=True)) and len(reloaded) == 2

@@ -4,49 +4,32 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer, seed_everything
+from pytorch_lightning import seed_everything
+from tiny import TinyClassifier, digits_data, loader, quiet_trainer, tiny_mlp
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.activation_health import ActivationHealth, activation_stats
 
 
-class MLP(LightningModule):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+def mlp(net: nn.Module) -> TinyClassifier:
+    return TinyClassifier(net, lr=0.01)
 
 
 def digits_batches():
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.data[:256], dtype=torch.float32) / 8 - 1
-    return DataLoader(TensorDataset(x, torch.tensor(bunch.target[:256])), batch_size=32)
+    x, y = digits_data(256)
+    return loader(x / 8 - 1, y, batch_size=32)
 
 
 def health(net: nn.Module, every: int = 2, steps: int = 5) -> ActivationHealth:
     seed_everything(0, verbose=False)
     monitor = ActivationHealth(every_n_steps=every)
-    Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            accelerator="cpu", callbacks=[monitor]).fit(MLP(net), digits_batches())
+    quiet_trainer(callbacks=[monitor], max_steps=steps).fit(mlp(net), digits_batches())
     return monitor
 
 
 def layers(*, act=nn.ReLU, depth: int = 2, width: int = 32) -> nn.Sequential:
     torch.manual_seed(0)
-    mods, size = [], 64
-    for _ in range(depth):
-        mods += [nn.Linear(size, width), act()]
-        size = width
-    return nn.Sequential(*mods, nn.Linear(size, 10))
+    return tiny_mlp(64, *[width] * depth, 10, act=act)
 
 
 def sources(monitor: ActivationHealth) -> list[str]:
@@ -124,9 +107,8 @@ def test_F8_hooks_only_on_sampled_steps():
 
     monitor._stats = counting
     seed_everything(0, verbose=False)
-    model = MLP(layers())
-    Trainer(max_steps=7, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            accelerator="cpu", callbacks=[monitor]).fit(model, digits_batches())
+    model = mlp(layers())
+    quiet_trainer(callbacks=[monitor], max_steps=7).fit(model, digits_batches())
     assert [s["step"] for s in monitor.samples] == [0, 3, 6]
     names = {module: name for name, module in model.named_modules()}
     assert [names[m] for m in calls] == ["net.1", "net.3"] * 3  # one forward per sampled step, none elsewhere

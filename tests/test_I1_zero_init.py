@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer
+from tiny import TinyClassifier, quiet_trainer, random_loader, tiny_convnet
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.init_schemes import HeInit, ZeroInit
 
 
-class TinyNet(LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 6, 3, padding=1), nn.Tanh(),
-                                 nn.Flatten(), nn.Linear(6 * 8 * 8, 3))
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
-
-
-def fit(callback) -> TinyNet:
+def fit(callback) -> TinyClassifier:
+    """Four SGD steps (LR 0.5) of a two-conv tanh net on random 8x8 images, `callback` initializing it."""
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(32, 1, 8, 8), torch.randint(0, 3, (32,)))
-    model = TinyNet()
-    trainer = Trainer(max_steps=4, callbacks=[callback], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(model, DataLoader(data, batch_size=8))
+    data = random_loader(32)
+    model = TinyClassifier(tiny_convnet(4, 6, act=nn.Tanh), lr=0.5)
+    quiet_trainer(callbacks=[callback], max_steps=4).fit(model, data)
     return model
 
 
-def hidden_filters(model: TinyNet) -> list[torch.Tensor]:
+def hidden_filters(model: TinyClassifier) -> list[torch.Tensor]:
     return [model.net[0].weight.flatten(1), model.net[2].weight.flatten(1)]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
-from sklearn.datasets import load_digits
+from pytorch_lightning import Callback
+from tiny import TinyClassifier, digits_data, loader, quiet_trainer, tiny_mlp
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.init_schemes import CalibratedInit, HeInit, calibrated_init_, he_init_
 
@@ -16,17 +15,13 @@ DEPTH = 30
 
 
 def digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_digits()
-    x = torch.tensor(data.images[:n], dtype=torch.float32).reshape(n, 64)
-    return (x - x.mean(0)) / (x.std(0) + 1.0), torch.tensor(data.target[:n])
+    x, y = digits_data(n)
+    return (x - x.mean(0)) / (x.std(0) + 1.0), y
 
 
 def plain_relu_net(width: int) -> nn.Sequential:
     """DEPTH Linear+ReLU layers, no BatchNorm, no residuals, then the classifier."""
-    layers = [nn.Linear(64, width), nn.ReLU()]
-    for _ in range(DEPTH - 1):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 10))
+    return tiny_mlp(64, *[width] * DEPTH, 10)
 
 
 @torch.no_grad()
@@ -54,18 +49,6 @@ def test_I4_activation_variance_of_a_30_layer_relu_net_stays_within_a_factor_2()
     assert collapsed < 1e-6
 
 
-class Classifier(LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = plain_relu_net(128)
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.002, momentum=0.9)
-
-
 class EpochLoss(Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -83,9 +66,8 @@ def train(init) -> list[float]:
     torch.manual_seed(0)
     x, y = digits(512)
     probe = EpochLoss()
-    trainer = Trainer(max_epochs=4, callbacks=[init, probe], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(Classifier(), DataLoader(TensorDataset(x, y), batch_size=64))
+    trainer = quiet_trainer(callbacks=[init, probe], max_epochs=4)
+    trainer.fit(TinyClassifier(plain_relu_net(128), lr=0.002, momentum=0.9), loader(x, y, batch_size=64))
     return probe.epochs
 
 

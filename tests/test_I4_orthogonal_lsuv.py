@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer
+from tiny import TinyClassifier, quiet_trainer, random_loader, tiny_convnet
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.init_schemes import OrthogonalInit, he_init_, orthogonal_init_
 from cnn_tricks.callbacks.lsuv_init import LSUVInit, lsuv_init_
@@ -60,28 +59,12 @@ def test_I4_lsuv_gives_every_layer_unit_output_variance():
     assert he_stds[-1] < 0.5
 
 
-class TinyNet(LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
-
-    def forward(self, images):  # LSUV runs the module's forward on the batch's images
-        return self.net(images)
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_I4_lsuv_callback_takes_its_batch_from_the_training_loader():
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(32, 1, 8, 8) * 7.0, torch.randint(0, 3, (32,)))  # unnormalized inputs
+    data = random_loader(32, scale=7.0, batch_size=16)  # unnormalized inputs
     callback = LSUVInit()
-    trainer = Trainer(max_steps=1, callbacks=[callback], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(TinyNet(), DataLoader(data, batch_size=16))
+    # LSUV runs the module's forward on the batch's images
+    quiet_trainer(callbacks=[callback], max_steps=1).fit(TinyClassifier(tiny_convnet(4), lr=0.1), data)
     assert set(callback.stds) == {"net.0", "net.3"} and callback.initialized == ["net.0", "net.3"]
     assert all(math.isclose(s, 1.0, rel_tol=0.03) for s in callback.stds.values())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from augment_helpers import recipe
-from pytorch_lightning import Trainer
+from tiny import quiet_trainer
 
 
 def train_images(dm) -> torch.Tensor:
@@ -29,8 +29,7 @@ def test_P1_center_gives_zero_mean_on_the_training_split(pkg):
 def test_P1_statistics_survive_a_checkpoint_round_trip(pkg, tmp_path, monkeypatch):
     dm = pkg.ImageDataModule("digits", image_size=16, preprocess="center")
     model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16, backbone_options={"widths": [8]})
-    trainer = Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=1, accelerator="auto")
     trainer.fit(model, dm)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -42,8 +41,8 @@ def test_P1_statistics_survive_a_checkpoint_round_trip(pkg, tmp_path, monkeypatc
     def no_measuring():
         raise AssertionError("statistics were measured again instead of read from the checkpoint")
 
-    monkeypatch.setattr(fresh, "_statistics_batches", no_measuring)
-    tester = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_test_batches=1)
+    monkeypatch.setattr(fresh, "unaugmented_train_batches", no_measuring)
+    tester = quiet_trainer(limit_test_batches=1, accelerator="auto")
     tester.test(model, fresh, ckpt_path=str(path), weights_only=True)
     assert torch.equal(fresh.preprocess_state["shift"], dm.preprocess_state["shift"])
     with pytest.warns(UserWarning, match="trained with 'center'"):

@@ -9,9 +9,8 @@ import sys
 import pytest
 import torch
 import yaml
-from pytorch_lightning import Callback, LightningModule, Trainer
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from pytorch_lightning import Callback
+from tiny import TinyClassifier, quiet_trainer, random_loader, tiny_convnet
 
 from cnn_tricks.callbacks.weight_penalties import L2Penalty, penalized_parameters
 
@@ -20,17 +19,9 @@ from conftest import offline_env
 LAMBDA = 0.01
 
 
-class TinyNet(LightningModule):
-    def __init__(self, weight_decay: float = 0.0) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
-        self.weight_decay = weight_decay
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, weight_decay=self.weight_decay)
+def tiny_net(weight_decay: float = 0.0) -> TinyClassifier:
+    """A one-conv BatchNorm net (weights net.0 and net.4; biases and BatchNorm besides), SGD at 0.1."""
+    return TinyClassifier(tiny_convnet(4, batch_norm=True), lr=0.1, weight_decay=weight_decay)
 
 
 class GradProbe(Callback):
@@ -48,11 +39,9 @@ class GradProbe(Callback):
 def gradients_around(penalty) -> tuple[GradProbe, GradProbe]:
     """Gradients just before and just after the penalty callback, at the same step."""
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))
+    data = random_loader(8)
     before, after = GradProbe(), GradProbe()
-    trainer = Trainer(max_steps=1, callbacks=[before, penalty, after], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(TinyNet(), DataLoader(data, batch_size=8))
+    quiet_trainer(callbacks=[before, penalty, after], max_steps=1).fit(tiny_net(), data)
     return before, after
 
 
@@ -74,17 +63,16 @@ def test_R1_without_exclusion_biases_and_norm_layers_gain_lambda_w_too():
 
 
 def test_R1_penalized_parameters_leave_out_biases_and_norm_layers():
-    names = [n for n, _ in penalized_parameters(TinyNet())]
+    names = [n for n, _ in penalized_parameters(tiny_net())]
     assert names == ["net.0.weight", "net.4.weight"]
 
 
 def test_R1_warns_when_the_optimizer_also_decays_the_weights():
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))
-    trainer = Trainer(max_steps=1, callbacks=[L2Penalty(weight=LAMBDA)], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    data = random_loader(8)
+    trainer = quiet_trainer(callbacks=[L2Penalty(weight=LAMBDA)], max_steps=1)
     with pytest.warns(UserWarning, match="L2 is applied twice"):
-        trainer.fit(TinyNet(weight_decay=5e-4), DataLoader(data, batch_size=8))
+        trainer.fit(tiny_net(weight_decay=5e-4), data)
 
 
 def test_R1_recipe_turns_the_optimizers_weight_decay_off(project, home):

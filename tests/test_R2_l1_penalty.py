@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer
-from sklearn.datasets import load_digits
 from test_R1_l2_penalty import gradients_around
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import TinyClassifier, digits_data, loader, quiet_trainer, tiny_mlp
 
 from cnn_tricks.callbacks.weight_penalties import L1Penalty
 
@@ -24,26 +21,11 @@ def test_R2_gradient_gains_exactly_lambda_sign_w():
         assert torch.allclose(gained, expected, atol=1e-7), name
 
 
-class DigitsMLP(LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def near_zero_fraction(callbacks) -> float:
     torch.manual_seed(0)
-    digits = load_digits()
-    data = TensorDataset(torch.tensor(digits.images, dtype=torch.float32).reshape(-1, 64) / 16.0, torch.tensor(digits.target))
-    model = DigitsMLP()
-    trainer = Trainer(max_epochs=8, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(model, DataLoader(data, batch_size=64))
+    x, y = digits_data()
+    model = TinyClassifier(tiny_mlp(64, 64, 10), lr=0.1)
+    quiet_trainer(callbacks=callbacks, max_epochs=8).fit(model, loader(x / 16.0, y, batch_size=64))
     weights = torch.cat([model.net[0].weight.flatten(), model.net[2].weight.flatten()])
     return (weights.abs() < 1e-3).float().mean().item()  # SGD leaves L1 weights within lr·λ = 1e-4 of zero
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import Trainer
-from test_R1_l2_penalty import TinyNet, gradients_around
-from torch.utils.data import DataLoader, TensorDataset
+from test_R1_l2_penalty import gradients_around, tiny_net
+from tiny import quiet_trainer, random_loader
 
 from cnn_tricks.callbacks.weight_penalties import L1L2Penalty
 
@@ -24,11 +23,10 @@ def test_R3_gradient_gains_both_terms():
 
 def test_R3_both_penalty_values_are_logged():
     torch.manual_seed(0)
-    model = TinyNet()
+    model = tiny_net()
     weights = [p.detach().clone() for n, p in model.named_parameters() if n in COVERED]  # the values at the only step
-    trainer = Trainer(max_steps=1, callbacks=[L1L2Penalty(l1=L1, l2=L2)], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))), batch_size=8))
+    trainer = quiet_trainer(callbacks=[L1L2Penalty(l1=L1, l2=L2)], max_steps=1)
+    trainer.fit(model, random_loader(8))
     logged = trainer.callback_metrics
     assert torch.isclose(logged["regularize/l1"], L1 * sum(w.abs().sum() for w in weights), rtol=1e-5)
     assert torch.isclose(logged["regularize/l2"], 0.5 * L2 * sum(w.pow(2).sum() for w in weights), rtol=1e-5)

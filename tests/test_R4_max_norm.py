@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback
+from tiny import TinyClassifier, quiet_trainer, random_loader, tiny_convnet
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.max_norm import MaxNorm, apply_max_norm
-
-
-class TinyNet(LightningModule):
-    def __init__(self, lr: float = 2.0) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
-        self.lr = lr
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 class NormProbe(Callback):
@@ -38,11 +24,9 @@ class NormProbe(Callback):
 
 def fit(callbacks) -> NormProbe:
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(64, 1, 8, 8) * 5, torch.randint(0, 3, (64,)))
+    data = random_loader(64, scale=5)
     probe = NormProbe()
-    trainer = Trainer(max_epochs=2, callbacks=[*callbacks, probe], logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(TinyNet(), DataLoader(data, batch_size=8))
+    quiet_trainer(callbacks=[*callbacks, probe], max_epochs=2).fit(TinyClassifier(tiny_convnet(4), lr=2.0), data)
     return probe
 
 

@@ -8,10 +8,9 @@ import logging
 
 import pytest
 import torch
-from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.loggers import CSVLogger
+from tiny import TinyClassifier, quiet_trainer, random_loader
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cnn_tricks.callbacks.size_check import SizeCheck, shape_table, size_warnings
 
@@ -75,28 +74,16 @@ def test_T1_a_conv_without_padding_warns_naming_the_layer():
     assert len(warnings) == 1 and "layer '2' (Conv2d, kernel (3, 3), padding (0, 0)) shrinks the map 32x32 -> 30x30" in warnings[0]
 
 
-class Classifier(LightningModule):
-    def __init__(self, backbone: nn.Module, image_size: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.example_input_array = torch.zeros(1, 1, image_size, image_size)
-
-    def forward(self, x):
-        return self.backbone(x)
-
-    def training_step(self, batch, batch_idx):
-        return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+def classifier(backbone: nn.Module, image_size: int) -> TinyClassifier:
+    """`backbone` (its layers named backbone.*) with an example input the size check can probe."""
+    return TinyClassifier({"backbone": backbone}, lr=0.1, example_input=torch.zeros(1, 1, image_size, image_size))
 
 
 def test_T1_callback_prints_warns_and_saves_the_table_at_fit_start(pkg, tmp_path, caplog):
-    model = Classifier(sized_convnet(pkg, widths=(4, 8)), image_size=48)
-    data = DataLoader(TensorDataset(torch.randn(4, 1, 48, 48), torch.randint(0, 10, (4,))), batch_size=4)
+    model = classifier(sized_convnet(pkg, widths=(4, 8)), image_size=48)
+    data = random_loader(4, side=48, classes=10, batch_size=4)
     logger = CSVLogger(tmp_path, name="run")
-    trainer = Trainer(max_steps=1, callbacks=[SizeCheck()], logger=logger, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = quiet_trainer(callbacks=[SizeCheck()], max_steps=1, logger=logger)
     with pytest.warns(UserWarning, match="48x48 seen by layer 'backbone.0' is not a power of 2"), caplog.at_level(logging.INFO):
         trainer.fit(model, data)
     saved = (tmp_path / "run" / "version_0" / "size_check.txt").read_text()
@@ -106,11 +93,11 @@ def test_T1_callback_prints_warns_and_saves_the_table_at_fit_start(pkg, tmp_path
 
 def test_T1_fast_dev_run_writes_no_table(pkg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model = Classifier(sized_convnet(pkg, widths=(4, 8)), image_size=32)
-    data = DataLoader(TensorDataset(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,))), batch_size=4)
+    model = classifier(sized_convnet(pkg, widths=(4, 8)), image_size=32)
+    data = random_loader(4, side=32, classes=10, batch_size=4)
     check = SizeCheck()
-    Trainer(fast_dev_run=True, callbacks=[check], default_root_dir=tmp_path, enable_progress_bar=False,
-            enable_model_summary=False, accelerator="cpu").fit(model, data)
+    # Lightning's default logger and checkpointing on: under fast_dev_run nothing at all may be written
+    quiet_trainer(tmp_path, [check], fast_dev_run=True, logger=True, enable_checkpointing=True).fit(model, data)
     assert "backbone.3" in check.table and list(tmp_path.iterdir()) == []
 
 

@@ -9,9 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import Callback, LightningModule, Trainer
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import BatchLRs, TinyClassifier, quiet_trainer, random_loader, tiny_mlp
 
 from cnn_tricks.callbacks.lr_batch_scaling import LRBatchScaling, global_batch_size, lr_scale
 
@@ -61,35 +59,14 @@ def test_T2_gradient_scale_does_not_depend_on_batch_size(pkg):
     assert ratio_sum / ratio == pytest.approx(2.0, rel=1e-3)
 
 
-class TinyNet(LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-
-
-class LRProbe(Callback):
-    def __init__(self) -> None:
-        self.lrs = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
 @pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 2.0), ("sqrt", math.sqrt(2.0))])
 def test_T2_accumulation_scales_the_lr_as_configured(rule, factor, caplog):
-    data = TensorDataset(torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,)))
-    probe = LRProbe()
-    trainer = Trainer(max_epochs=1, limit_train_batches=4, accumulate_grad_batches=2, logger=False, accelerator="cpu",
-                      callbacks=[LRBatchScaling(rule=rule, reference_batch=16, batch_size=16), probe],
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    data = random_loader(64, side=4, batch_size=16)
+    probe = BatchLRs()
+    trainer = quiet_trainer(callbacks=[LRBatchScaling(rule=rule, reference_batch=16, batch_size=16), probe], max_epochs=1,
+                            limit_train_batches=4, accumulate_grad_batches=2)
     with caplog.at_level(logging.INFO):  # said by rank_zero_info (the pytorch_lightning logger)
-        trainer.fit(TinyNet(), DataLoader(data, batch_size=16))
+        trainer.fit(TinyClassifier(tiny_mlp(16, 3, flatten=True), lr=0.1, momentum=0.9), data)
     # global batch 1 device x 16 x 2 accumulation = 32 = 2 x the reference batch
     assert probe.lrs == pytest.approx([0.1 * factor] * 4)
     assert f"global batch 32 = 1 device(s) x 16 x 2 accumulation; rule '{rule}'" in caplog.text

@@ -8,12 +8,11 @@ import importlib
 import math
 
 import pytest
-import torch
 import yaml
 from PIL import Image
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import BatchLRs, loader, quiet_trainer, random_images
 
 from cnn_tricks.callbacks.lr_finder_plot import LearningRateFinderPlot, lr_curve_figure
 from cnn_tricks.callbacks.lr_schedules import OneCycleSchedule, WarmupCosineSchedule, warmup_cosine_factor
@@ -31,14 +30,6 @@ class EpochLR(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-class StepLR(Callback):
-    def __init__(self) -> None:
-        self.lrs = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
 def tiny_model(pkg, val_losses=None, **kwargs):
     """The project's ImageClassifier on 8x8 inputs; `val_losses[epoch]` replaces its val/loss when given."""
 
@@ -51,13 +42,12 @@ def tiny_model(pkg, val_losses=None, **kwargs):
 
 
 def loaders(n=8, batch=8):
-    data = TensorDataset(torch.randn(n, 1, 8, 8), torch.randint(0, 3, (n,)))
-    return DataLoader(data, batch_size=batch), DataLoader(data, batch_size=batch)
+    data = random_images(n)
+    return loader(*data, batch_size=batch), loader(*data, batch_size=batch)
 
 
 def trainer(callbacks, epochs=1, **kwargs):
-    return Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False, accelerator="cpu",
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return quiet_trainer(callbacks=callbacks, max_epochs=epochs, num_sanity_val_steps=0, **kwargs)
 
 
 def plateau_scheduler(factor):
@@ -93,7 +83,7 @@ def test_T3_plateau_keeps_lr_while_val_improves(pkg):
 
 
 def test_T3_warmup_cosine_spans_the_run(pkg):
-    probe = StepLR()
+    probe = BatchLRs()
     trainer([WarmupCosineSchedule(warmup_fraction=0.25), probe], epochs=2, limit_val_batches=0).fit(
         tiny_model(pkg), *loaders(n=64))
     # 2 epochs x 8 batches = 16 steps, 4 of warmup: 0.025, 0.05, 0.075, 0.1, then cosine down towards 0.
@@ -104,7 +94,7 @@ def test_T3_warmup_cosine_spans_the_run(pkg):
 
 
 def test_T3_one_cycle_peaks_at_the_configured_lr(pkg):
-    probe = StepLR()
+    probe = BatchLRs()
     trainer([OneCycleSchedule(pct_start=0.25), probe], epochs=2, limit_val_batches=0).fit(tiny_model(pkg), *loaders(n=80))
     peak = max(range(len(probe.lrs)), key=probe.lrs.__getitem__)
     assert len(probe.lrs) == 20 and peak == 4  # torch's warm-up phase ends at step pct_start x 20 - 1
@@ -114,10 +104,9 @@ def test_T3_one_cycle_peaks_at_the_configured_lr(pkg):
 
 def test_T3_lr_finder_writes_its_plot_and_applies_the_suggestion(pkg, tmp_path):
     finder = LearningRateFinderPlot(min_lr=1e-4, max_lr=1.0, num_training_steps=20, early_stop_threshold=None)
-    probe = StepLR()
+    probe = BatchLRs()
     logger = CSVLogger(tmp_path, name="run")
-    run = Trainer(max_epochs=1, callbacks=[finder, probe], logger=logger, enable_checkpointing=False, accelerator="cpu",
-                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    run = quiet_trainer(tmp_path, [finder, probe], max_epochs=1, logger=logger)
     run.fit(tiny_model(pkg), *loaders(n=160))  # 20 batches: the finder runs within the first epoch
     folder = tmp_path / "run" / "version_0"
     with Image.open(folder / "lr_finder.png") as image:

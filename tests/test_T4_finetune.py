@@ -9,8 +9,9 @@ import logging
 import pytest
 import torch
 import yaml
-from pytorch_lightning import LightningDataModule, Trainer
+from pytorch_lightning import LightningDataModule
 from pytorch_lightning.loggers import CSVLogger
+from tiny import quiet_trainer
 from torch.utils.data import Subset
 
 from cnn_tricks.callbacks.finetune_auto import AutoFinetune, nearest_class_mean_accuracy
@@ -20,11 +21,9 @@ from cnn_tricks.callbacks.finetune_strategies import FinetuneAll, FinetuneTop, L
 WIDTHS = [8, 16]  # two stages, four conv blocks
 
 
-def make_trainer(callbacks, tmp_path=None, logger=False, **kwargs):
-    options = dict(max_epochs=1, limit_train_batches=4, limit_val_batches=2, num_sanity_val_steps=0, accelerator="cpu",
-                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    options.update(kwargs)
-    return Trainer(callbacks=callbacks, logger=logger, default_root_dir=tmp_path, **options)
+def make_trainer(callbacks, tmp_path=None, **kwargs):
+    options = {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 2, "num_sanity_val_steps": 0, **kwargs}
+    return quiet_trainer(tmp_path, callbacks, **options)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ tests keep the Literal and the runtime check in step. No training: only construc
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
@@ -83,3 +84,19 @@ def test_jsonargparse_lists_the_choices_and_rejects_a_bad_value(cls, option, acc
     with pytest.raises(SystemExit):
         strict.parse_args([f"--cb.{option}=bogus"])
     assert "bogus" in capsys.readouterr().err
+
+
+def test_lightning_fit_help_lists_every_choice_of_every_trick_callback(pkg, capsys):
+    """`lightning fit --help` ends with each trick callback's fixed choices (jsonargparse itself shows a
+    class's options only under `--trainer.callbacks.help CLASS`)."""
+    cli = importlib.import_module(f"{pkg.__name__}.cli")
+    with pytest.raises(SystemExit):
+        cli.CLI(args=["fit", "--help"])
+    epilog = capsys.readouterr().out.split("Options with fixed choices of the trick callbacks")[1]
+    lines = {line.split()[0]: line for line in epilog.splitlines()[1:] if line.strip()}
+    for cls, option, _ in OPTIONS:
+        if cls is XuRReLU:
+            continue  # a layer, not a callback: its choices show through ActivationSwap.rrelu_sample
+        choices, _ = literal_choices(cls, option)
+        listed = lines[cls.__name__].split(f"{option}: ")[1].split(";")[0].split("|")
+        assert set(listed) == choices

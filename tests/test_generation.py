@@ -76,8 +76,9 @@ def test_picked_recipes_are_active_in_the_default_config(tmp_path):
     project = generate(tmp_path, recipes="regularize/max-norm, ensemble/ema")
     text = (project / "configs" / "default.yaml").read_text()
     assert "# Recipes merged at generation: regularize/max-norm, ensemble/ema" in text
-    callbacks = [c["class_path"] for c in yaml.safe_load(text)["trainer"]["callbacks"]]
-    assert callbacks == ["SafeCheckpoint", "NanGuard", "LearningRateMonitor", "MaxNorm", "EMAWeightAveraging"]
+    callbacks = [c["class_path"].rpartition(".")[2] for c in yaml.safe_load(text)["trainer"]["callbacks"]]
+    assert callbacks == ["SafeCheckpoint", "NanGuard", "LearningRateMonitor", "EvaluationReport", "MaxNorm",
+                         "EMAWeightAveraging"]
 
 
 BAD_ANSWERS = [

@@ -235,3 +235,17 @@ def test_ddp_worker_that_dies_ends_the_job_with_a_message_and_intact_checkpoints
     (last,) = tmp_path.glob("runs/*/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True)["global_step"] == 4  # epoch 0, written before the worker died
     torch.load(last.with_name("best.ckpt"), weights_only=True)
+
+
+def test_fast_dev_run_writes_no_checkpoint(pkg, tmp_path):
+    """A wiring check leaves nothing for a later `--ckpt_path last` to pick up (Lightning 2.6 wrote last.ckpt)."""
+    from pytorch_lightning import Trainer
+
+    model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=16)
+    data = pkg.ImageDataModule("digits", image_size=16, batch_size=16)
+    checkpoint = importlib.import_module(f"{pkg.__name__}.reliability").SafeCheckpoint(
+        dirpath=tmp_path / "checkpoints", monitor="val/acc", mode="max", filename="best", save_last=True)
+    trainer = Trainer(fast_dev_run=True, callbacks=[checkpoint], accelerator="cpu", logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 1 and not list(tmp_path.rglob("*.ckpt"))

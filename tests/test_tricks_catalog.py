@@ -24,6 +24,9 @@ CODE_SPAN = re.compile(r"`([^`]+)`")
 RECIPE_NAME = re.compile(r"[a-z0-9-]+/[a-z0-9-]+")
 PACKAGE_COMMAND = re.compile(r"python -m <pkg>\.([\w.]+)")
 SCRIPT_COMMAND = re.compile(r"python ([\w./-]+\.py)")
+# `lightning test --config ... --data.predict_root <folder>`: a LightningCLI subcommand and the options it names.
+LIGHTNING_COMMAND = re.compile(r"^lightning (?:fit|validate|test|predict) .*")
+LIGHTNING_OPTION = re.compile(r"--(data|model)\.(\w+)")
 REFERENCE = re.compile(r"([\w./<>{}-]+\.py)::(\w+)")
 ID_OR_RANGE = re.compile(r"\b([A-Z])(\d+)(?:\s*[–-]\s*\1?(\d+))?")
 CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
@@ -154,7 +157,13 @@ def test_named_recipes_and_commands_exist():
     for row in rows:
         recipes, commands = named_recipes(row), named_commands(row)
         scripts = [m for span in row.spans(RECIPE_COL) for m in SCRIPT_COMMAND.findall(span)]
-        if not (recipes or commands or scripts):
+        lightning = [span for span in row.spans(RECIPE_COL) if LIGHTNING_COMMAND.fullmatch(span)]
+        for span in lightning:
+            for owner, option in LIGHTNING_OPTION.findall(span):
+                source = (PKG_DIR / ("datamodule.py" if owner == "data" else "module.py")).read_text(encoding="utf-8")
+                if not re.search(rf"^\s+{option}:", source, re.MULTILINE):
+                    problems.append(f"{row}: `--{owner}.{option}` is not an argument of the {owner} class")
+        if not (recipes or commands or scripts or lightning):
             problems.append(f"{row}: names no recipe (`group/name`) and no command")
         problems += [f"{row}: no recipes/{name}.yaml" for name in recipes if not (RECIPES / f"{name}.yaml").is_file()]
         for module in commands:

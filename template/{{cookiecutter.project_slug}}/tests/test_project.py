@@ -102,16 +102,22 @@ def test_two_fits_in_a_row_in_one_folder(cli, isolated):
     assert len(configs) == 2 and configs[0].parent != configs[1].parent
 
 
-def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, capsys):
+def test_wandb_goes_offline_and_keeps_the_metrics(cli, isolated, caplog):
     import importlib
+    import logging
 
     import wandb
 
     loggers = importlib.import_module(cli.__name__.replace(".cli", ".loggers"))
 
-    cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / 'logger/wandb.yaml'}", *QUICK])
-    wandb.finish()
-    assert "upload it with `wandb sync" in capsys.readouterr().out
+    lightning_log = logging.getLogger("pytorch_lightning")  # the rank-zero logger (it does not propagate to root)
+    lightning_log.addHandler(caplog.handler)
+    try:
+        cli.main(["fit", f"--config={DEFAULT_CONFIG}", f"--config={RECIPES / 'logger/wandb.yaml'}", *QUICK])
+        wandb.finish()
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    assert "upload it with `wandb sync" in caplog.text
     (run_file,) = isolated.glob("runs/wandb/offline-run-*/run-*.wandb")
     expected = {"train/loss_step", "train/acc", "val/acc", "val/loss"}
     deadline = time.monotonic() + 60  # wandb-core, a separate process, may still be flushing the file

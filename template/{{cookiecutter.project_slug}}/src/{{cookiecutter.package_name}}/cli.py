@@ -3,6 +3,8 @@
 Installed as `lightning`, `<project-slug>` and `python -m <package>`, all the same CLI:
     lightning fit  --config configs/default.yaml [--config recipes/<group>/<name>.yaml ...]
     lightning test --config configs/default.yaml --ckpt_path best
+    lightning test --config configs/default.yaml --ensemble a.ckpt b.ckpt   (E5: several checkpoints as one model)
+    lightning predict --config configs/default.yaml --ckpt_path best --data.predict_root photos/   (-> predictions.csv)
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import importlib
 import importlib.metadata
 import pickle
 import sys
+import types
+import typing
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -23,6 +30,7 @@ from . import registry  # noqa: F401  (configs name classes by short name)
 from .callbacks import run_folder  # the run-folder rule, shared with the callbacks
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
+from .prediction import PredictionWriter, checkpoint_image_size
 from .preflight import (
     check_checkpoint_file,
     check_exclusive_recipes,
@@ -41,6 +49,8 @@ COMMANDS = {
     "ensemble": ("ensemble.command", "E1/E2/E3/E5: test, predict, seeds, topk with several checkpoints as one model"),
     "audit": ("audit", "A7: which augmentations change what a trained model sees"),
     "tanda": ("tanda.__main__", "A5: learn an augmentation policy (TANDA) and compare it"),
+    "compare": ("compare.command", "which recipe helps your data: arms x seeds/folds, paired differences with 95% CIs"),
+    "export": ("export", "a checkpoint as ONNX or TorchScript: raw [0, 1] images in, class probabilities out"),
 }
 
 
@@ -64,10 +74,50 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
+def fixed_choices(classes) -> list[str]:
+    """One line per class with `Literal[...]` options: `Class  option: a|b|c; other: x|y`."""
+    lines = []
+    for cls in classes:
+        hints = typing.get_type_hints(cls.__init__)
+        found = []
+        for name, hint in hints.items():
+            members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+            literal = [m for m in members if typing.get_origin(m) is typing.Literal]
+            if literal:
+                found.append(f"{name}: {'|'.join(map(str, typing.get_args(literal[0])))}")
+        if found:
+            lines.append(f"  {cls.__name__:<22} {'; '.join(found)}")
+    return lines
+
+
+def callbacks_epilog() -> str:
+    """`--help` of fit/validate/test/predict ends with the fixed choices of every trick callback's options
+    (jsonargparse lists a class's options only under `--trainer.callbacks.help <class>`)."""
+    from pytorch_lightning import Callback
+
+    classes = [c for c in vars(registry.callbacks).values() if isinstance(c, type) and issubclass(c, Callback)
+               and c.__module__.startswith(registry.callbacks.__name__)]
+    lines = fixed_choices(sorted(classes, key=lambda c: c.__name__))
+    return ("Options with fixed choices of the trick callbacks (all options of one: --trainer.callbacks.help CLASS):\n"
+            + "\n".join(lines))
+
+
+class _KeepLineBreaks(DefaultHelpFormatter):
+    """Description and epilog printed as written (one line per callback), not re-wrapped into a paragraph."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class CLI(LightningCLI):
     def __init__(self, args=None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("auto_configure_optimizers", False)
+        # jsonargparse gives subcommand parsers their parent's formatter: set it on both.
+        epilog = {"epilog": callbacks_epilog(), "formatter_class": _KeepLineBreaks}
+        per_command = {name: dict(epilog) for name in SUBCOMMANDS}
+        per_command["formatter_class"] = _KeepLineBreaks
+        kwargs.setdefault("parser_kwargs", per_command if run else epilog)
         super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
@@ -80,6 +130,16 @@ class CLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.image_size")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_channels", apply_on="instantiate")
+        # E5: `test|predict --ensemble a.ckpt b.ckpt ...` evaluates several checkpoints as one model, with this
+        # config's data and trainer options (every --data.* / --trainer.* option works, parsed as usual).
+        parser.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
+                            help="test/predict: checkpoint files or run folders evaluated as one model (E5)")
+        parser.add_argument("--ensemble_combine", type=Literal["probs", "logits", "vote"], default="probs",
+                            help="how the --ensemble members combine")
+        parser.add_argument("--ensemble_weights", type=str | None, default=None,
+                            help="'val' (validation accuracy) or one weight per --ensemble member, comma-separated")
+        parser.add_argument("--ensemble_output", type=str, default="predictions.pt",
+                            help="predict --ensemble: where the probabilities go")
 
     def instantiate_classes(self) -> None:
         # The classes check their own arguments and name the value and the fix (ValueError,
@@ -87,12 +147,81 @@ class CLI(LightningCLI):
         # traceback through jsonargparse. Nothing has been written yet at this point.
         try:
             super().instantiate_classes()
+            if self._section().get("ensemble"):
+                self._evaluate_an_ensemble()
         except (ValueError, FileNotFoundError, MisconfigurationException) as error:
             raise SystemExit(f"error: {error}") from error
 
-    def before_instantiate_classes(self) -> None:
+    def _section(self):
         # run=False (the Python API) has no subcommand level in the config.
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _load_the_ensemble(self, config) -> None:
+        """E5: the EnsembleModule of `--ensemble`; the data take the members' image size (what they were trained at)."""
+        from .ensemble import EnsembleModule, announce, parse_weights
+
+        self._ensemble = EnsembleModule(list(config.ensemble), combine=config.ensemble_combine,
+                                        weights=parse_weights(config.ensemble_weights))
+        if config.data.image_size != self._ensemble.image_size:
+            print(f"--ensemble: data.image_size={self._ensemble.image_size}, the members' input size "
+                  f"(the config says {config.data.image_size}).", flush=True)
+            config.data.image_size = self._ensemble.image_size
+        announce(self._ensemble)
+
+    def _evaluate_an_ensemble(self) -> None:
+        """Replace the model by the ensemble, on a trainer without the training callbacks (the members were
+        built from their own checkpoints, tricks included) and without a logger."""
+        self.model = self._ensemble
+        if self.datamodule.num_classes != self.model.num_classes:
+            raise ValueError(f"--ensemble: the members predict {self.model.num_classes} classes, the data have "
+                             f"{self.datamodule.num_classes}; use the config the members were trained with.")
+        self.save_config_callback = None
+        self.trainer = self.instantiate_trainer(callbacks=[], logger=False, enable_checkpointing=False)
+
+    def after_test(self) -> None:
+        if self._section().get("ensemble"):
+            from .ensemble import report_test
+
+            report_test(self.trainer.callback_metrics, len(self.model.members))
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # `predict --data.predict_root`: predictions.csv without a recipe (a writer the config names is kept).
+        if (self.subcommand == "predict" and getattr(self.datamodule, "predict_files", None) is not None
+                and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks)):
+            trainer.callbacks.append(PredictionWriter(top_k=self.datamodule.predict_top_k))
+        return trainer
+
+    def _prepare_predict(self, config) -> None:
+        """`predict`: the data at the checkpoint's input size; with data.predict_root the rows stream to
+        predictions.csv instead of being kept in memory (unless --return_predictions says otherwise)."""
+        size = checkpoint_image_size(Path(config.ckpt_path), config.weights_only) if config.get("ckpt_path") else None
+        if size is not None and size != config.data.image_size:
+            print(f"ckpt_path: data.image_size={size}, the checkpoint's input size (the config says "
+                  f"{config.data.image_size}).", flush=True)
+            config.data.image_size = size
+            if "image_size" in (config.get("model") or {}):
+                config.model.image_size = size
+        if config.data.get("predict_root") and config.get("return_predictions") is None:
+            config.return_predictions = False
+
+    def after_predict(self) -> None:
+        if self._section().get("ensemble") and self.trainer.predict_loop.predictions:
+            from .ensemble import save_predictions
+
+            save_predictions(torch.cat(self.trainer.predict_loop.predictions), self.model, Path(self._section().ensemble_output))
+
+    def before_instantiate_classes(self) -> None:
+        config = self._section()
+        if config.get("ensemble") and self.subcommand not in ("test", "predict"):
+            raise SystemExit(f"error: --ensemble evaluates checkpoints: use it with test or predict, not {self.subcommand}.")
+        if config.get("ensemble") and config.get("ckpt_path"):
+            raise SystemExit("error: --ensemble and --ckpt_path both name the weights to evaluate: give one of them.")
+        if config.get("ensemble"):
+            try:
+                self._load_the_ensemble(config)
+            except (ValueError, FileNotFoundError) as error:
+                raise SystemExit(f"error: {error}") from error
         check_exclusive_recipes([Path(str(p)) for p in config.get("config") or []])
         trainer = config.trainer
         accelerator = str(trainer.accelerator)
@@ -128,6 +257,8 @@ class CLI(LightningCLI):
             continue_logger_run(trainer.logger, Path(config.ckpt_path))
         elif self.subcommand in ("validate", "test", "predict") and config.get("weights_only") is None:
             config.weights_only = True  # evaluating a checkpoint never runs code pickled into it
+        if self.subcommand == "predict":
+            self._prepare_predict(config)
 
 
 # What torch's collectives raise on the other ranks when one process dies (gloo, NCCL, the store).
@@ -139,49 +270,14 @@ def lost_a_worker(error: BaseException) -> bool:
     return isinstance(error, getattr(torch.distributed, "DistError", ())) or any(text in str(error) for text in PEER_LOST)
 
 
-def ensemble_arguments(argv: list[str]) -> list[str]:
-    """`test|predict ... --ensemble a.ckpt b.ckpt ...` as arguments of `python -m <package>.ensemble` (E5)."""
-    command, rest, sources, translated = argv[0], argv[1:], [], []
-    start = rest.index("--ensemble")
-    sources, i = [], start + 1
-    while i < len(rest) and not rest[i].startswith("--"):
-        sources.append(rest[i])
-        i += 1
-    others = rest[:start] + rest[i:]
-    for j, arg in enumerate(others):
-        key, _, value = arg.partition("=")
-        if not value and not arg.startswith("--"):
-            continue  # the value of the previous option
-        value = value or (others[j + 1] if j + 1 < len(others) else "")
-        if key in ("--config", "-c"):
-            translated += ["--config", value]
-        elif key in ("--trainer.accelerator", "--trainer.devices"):
-            translated.append(f"--{key.split('.')[1]}={value}")
-        elif key.startswith("--data."):
-            translated += ["--data", f"{key.removeprefix('--data.')}={value}"]
-        elif key in ("--ensemble.combine", "--ensemble.weights"):
-            translated.append(f"--{key.split('.')[1]}={value}")
-        else:
-            raise SystemExit(f"{key}: not an option of `{command} --ensemble` (it takes --config, --data.*, "
-                             "--trainer.accelerator/devices, --ensemble.combine/weights); see python -m <package>.ensemble --help.")
-    if not sources:
-        raise SystemExit("--ensemble: give the member checkpoints (files or run folders) after it.")
-    return [command, *sources, *translated]
-
-
 def main(args: list[str] | None = None) -> CLI:
-    """Entry point of `<project-slug>` and `python -m <package>`; `test|predict --ensemble ckpts...`
-    evaluates several checkpoints as one model (E5, the EnsembleModule)."""
+    """Entry point of `<project-slug>` and `python -m <package>` (and, through `lightning_main`, `lightning`)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] and argv[0] in COMMANDS:
         return importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__).main(argv[1:])
     if argv[:1] in (["-h"], ["--help"]):
         print("Other commands (each with --help):", *(f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()),
               sep="\n", end="\n\n")
-    if argv[:1] in (["test"], ["predict"]) and "--ensemble" in argv:
-        from .ensemble import main as ensemble_main
-
-        return ensemble_main(ensemble_arguments(argv))
     try:
         return CLI(args=args)
     except RuntimeError as error:

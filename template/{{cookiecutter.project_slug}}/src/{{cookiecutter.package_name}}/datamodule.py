@@ -12,12 +12,13 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning import LightningDataModule
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from . import datasets
 from . import transforms as _transforms  # noqa: F401  (so configs can name our transforms by short name)
 from .folds import check_folds, k_fold_splits
+from .prediction import ImageFiles, find_images
 from .transforms.batch_mix import mix_batch
 from .transforms.batched import BatchedAugment
 from .transforms.identity_check import identity_changing
@@ -58,9 +59,10 @@ class DeviceBatches:
     length as DistributedSampler does."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, augment, finish,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, sample_weights: torch.Tensor | None = None) -> None:
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.augment, self.finish, self.rank, self.world_size = augment, finish, rank, world_size
+        self.sample_weights = sample_weights  # data.sampler=balanced: drawn with replacement by these
 
     def _per_rank(self) -> int:
         return math.ceil(len(self.labels) / self.world_size)
@@ -71,7 +73,10 @@ class DeviceBatches:
     def __iter__(self):
         device = self.images.device
         generator = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, ())))
-        order = torch.randperm(len(self.labels), generator=generator, device=device)
+        if self.sample_weights is None:
+            order = torch.randperm(len(self.labels), generator=generator, device=device)
+        else:
+            order = torch.multinomial(self.sample_weights, len(self.labels), replacement=True, generator=generator)
         order = torch.cat([order, order[: self._per_rank() * self.world_size - len(order)]])[self.rank :: self.world_size]
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
@@ -137,6 +142,21 @@ class ImageDataModule(LightningDataModule):
             training device and apply `augment` per batch there with batched ops (GPU when present);
             same distribution as the per-sample path, several times faster for small data. Every
             `augment` transform needs a batched counterpart (transforms/batched.py); not for imagefolder.
+        predict_root: `predict` labels these images instead of the test split: a folder (searched
+            recursively) or a text file listing image paths, one per line (relative ones from the
+            file's folder). Checked when the DataModule is built: no images is an error, unreadable
+            files follow `corrupt_images`. The CLI then writes `predictions.csv` (prediction.py).
+        predict_top_k: classes per image in `predictions.csv`, most likely first (capped at the class count).
+        class_weights: imbalanced classes: the weight of each class in the training cross-entropy.
+            `none`; `auto` (inverse class frequency in the training split, scaled to mean 1); or one
+            positive number per class, in class order. Read by the model at the start of fit;
+            validation/test losses stay unweighted. Works with label smoothing and MixUp/CutMix.
+        sampler: order of the training samples: `shuffle` (each sample once per epoch) or `balanced`
+            (`WeightedRandomSampler`: an epoch of as many draws, with replacement, each class equally
+            likely; seeded from the global RNG, so `seed_everything` repeats it; under DDP rank 0's
+            seed is broadcast and Lightning's DistributedSamplerWrapper gives each rank its share of
+            the same draw). Also with `device_augment`. With class_weights=auto it would correct the
+            imbalance twice, and is refused.
 
     Example:
         >>> dm = ImageDataModule("digits")
@@ -167,6 +187,10 @@ class ImageDataModule(LightningDataModule):
         preprocess: Literal[PREPROCESS] = "published",
         whiten_eps: float = 1e-2,
         device_augment: bool = False,
+        predict_root: str | None = None,
+        predict_top_k: int = 3,
+        class_weights: Literal["none", "auto"] | list[float] = "none",
+        sampler: Literal["shuffle", "balanced"] = "shuffle",
     ) -> None:
         super().__init__()
         if dataset not in datasets.DATASETS:
@@ -193,12 +217,8 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"data.masks=true needs data.dataset=imagefolder (got {dataset!r}); `shapes` has masks already.")
         self.masks = masks or spec.has_masks
         self.allow_identity_changing = allow_identity_changing
-        reasons = identity_changing(self.augment, spec.identity_changing)
-        if reasons and not allow_identity_changing:
-            raise ValueError(
-                f"data.augment changes what {dataset} images show (A7): {'; '.join(reasons)}. Remove that transform "
-                "(or the recipe that adds it), or set data.allow_identity_changing=true if you mean it."
-            )
+        if not allow_identity_changing:
+            self.refuse_identity_changing(self.augment, "data.augment", "data.allow_identity_changing")
         if preprocess not in PREPROCESS:
             raise ValueError(f"data.preprocess={preprocess!r}: choose one of {', '.join(PREPROCESS)}.")
         if not whiten_eps > 0:
@@ -227,6 +247,53 @@ class ImageDataModule(LightningDataModule):
                 datasets.check_torchvision_folder(dataset, self.root)
             self.classes = [str(i) for i in range(spec.num_classes)]
         self.splits: datasets.Splits | None = None
+        if predict_top_k < 1:
+            raise ValueError(f"data.predict_top_k={predict_top_k}: use 1 or more (the most likely classes per image, e.g. 3).")
+        self.predict_root, self.predict_top_k = predict_root, predict_top_k
+        # Listed and checked now (no images: an error before anything runs), in one order on every rank.
+        self.predict_files = find_images(Path(predict_root), corrupt_images) if predict_root else None
+        datasets.check_class_weights(class_weights, self.classes)
+        if sampler not in datasets.SAMPLERS:
+            raise ValueError(f"data.sampler={sampler!r}: use shuffle, or balanced to draw every class equally often.")
+        if sampler == "balanced" and class_weights == "auto":
+            raise ValueError("data.sampler=balanced with data.class_weights=auto corrects the class imbalance twice "
+                             "(minority classes would outweigh the others): use one of them.")
+        self.class_weighting, self.sampler = class_weights, sampler
+
+    @property
+    def class_weights(self) -> torch.Tensor | None:
+        """The training cross-entropy's weight per class (`data.class_weights`), None for `none`."""
+        if isinstance(self.class_weighting, str):
+            if self.class_weighting == "none":
+                return None
+            self.setup()
+            return datasets.inverse_frequency_weights(datasets.labels_of(self.splits.train), self.classes)
+        return torch.tensor(self.class_weighting, dtype=torch.float32)
+
+    def _balanced_sample_weights(self) -> torch.Tensor | None:
+        """data.sampler=balanced: per-sample draw weights over the training split (None for shuffle)."""
+        return None if self.sampler == "shuffle" else datasets.balanced_sample_weights(datasets.labels_of(self.splits.train))
+
+    def _training_sampler(self) -> WeightedRandomSampler | None:
+        weights = self._balanced_sample_weights()
+        if weights is None:
+            return None
+        seed = int(torch.randint(2**62, ()))
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # one draw for all ranks: DistributedSamplerWrapper shards it
+            seed = trainer.strategy.broadcast(seed)
+        return WeightedRandomSampler(weights, len(weights), replacement=True, generator=torch.Generator().manual_seed(seed))
+
+    def refuse_identity_changing(self, transforms, option: str, allow_option: str) -> None:
+        """A7: a ValueError naming each of `transforms` that this dataset declares identity-changing
+        (`DatasetSpec.identity_changing`), `option` being where they are configured and `allow_option`
+        the opt-out: one rule set and one message for `data.augment` and test-time augmentation views."""
+        reasons = identity_changing(transforms, self.spec.identity_changing)
+        if reasons:
+            raise ValueError(
+                f"{option} changes what {self.dataset} images show (A7): {'; '.join(reasons)}. Remove that transform "
+                f"(or the recipe that adds it), or set {allow_option}=true if you mean it."
+            )
 
     @property
     def spec(self) -> datasets.DatasetSpec:
@@ -247,9 +314,13 @@ class ImageDataModule(LightningDataModule):
     def _base_transform(self) -> list[nn.Module]:
         if self.spec.at_image_size:  # already float tensors at image_size
             return []
+        return self._decode_transform()
+
+    def _decode_transform(self) -> list[nn.Module]:
+        """A decoded image (PIL or uint8 tensor, any size) as a float tensor in [0, 1] at image_size."""
         return [v2.ToImage(), v2.Resize((self.image_size, self.image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
 
-    def _statistics_batches(self):
+    def unaugmented_train_batches(self):
         """The training split as the model sees it minus augmentation and pre-processing (P1–P4)."""
         self.setup()
         base = v2.Compose(self._base_transform() or [v2.Identity()])
@@ -269,7 +340,7 @@ class ImageDataModule(LightningDataModule):
                 mean, std = published
                 self.preprocess_state = {"shift": torch.tensor(mean), "scale": torch.tensor(std)}
             else:
-                stats = measure(self._statistics_batches(), whiten=self.preprocess in NEEDS_COVARIANCE)
+                stats = measure(self.unaugmented_train_batches(), whiten=self.preprocess in NEEDS_COVARIANCE)
                 self.preprocess_state = fit_preprocessing(self.preprocess, stats, self.whiten_eps)
         return self.preprocess_state
 
@@ -277,9 +348,12 @@ class ImageDataModule(LightningDataModule):
         return Preprocess(self.preprocess, self.fit_preprocessing())
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "preprocess": self.preprocess, "preprocess_state": self.fit_preprocessing()}
+        # The class names too: `predict` labels rows with the checkpoint's own classes.
+        return {**super().state_dict(), "preprocess": self.preprocess, "preprocess_state": self.fit_preprocessing(),
+                "classes": list(self.classes)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.classes = list(state_dict.get("classes", self.classes))
         if "preprocess_state" not in state_dict:
             return
         saved = state_dict["preprocess"]
@@ -318,11 +392,12 @@ class ImageDataModule(LightningDataModule):
         # Pipelines (and pre-processing statistics) are built at the first dataloader: Lightning
         # restores a checkpoint's statistics after `setup`, so they are never measured twice.
 
-    def _loader(self, dataset: Dataset, transform: nn.Module, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, transform: nn.Module, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             TransformedDataset(dataset, transform),
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -348,12 +423,14 @@ class ImageDataModule(LightningDataModule):
         def finish(batch: torch.Tensor) -> torch.Tensor:  # statistics read per batch: a restored checkpoint's count
             return preprocess_batch(batch, self.preprocess, self.fit_preprocessing())
 
-        return DeviceBatches(images, labels, self.batch_size, self._batched_augment, finish, rank, world)
+        weights = self._balanced_sample_weights()
+        return DeviceBatches(images, labels, self.batch_size, self._batched_augment, finish, rank, world,
+                             sample_weights=None if weights is None else weights.to(device))
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         if self.device_augment:
             return self._device_batches()
-        return self._loader(self.splits.train, self.train_transform, shuffle=True)
+        return self._loader(self.splits.train, self.train_transform, shuffle=True, sampler=self._training_sampler())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val, self.eval_transform, shuffle=False)
@@ -362,6 +439,9 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.splits.test, self.eval_transform, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_files is not None:  # data.predict_root: (image, index) of each file
+            transform = v2.Compose([*self._decode_transform(), self.preprocess_transform()])
+            return self._loader(ImageFiles(self.predict_files, self.num_channels), transform, shuffle=False)
         return self._loader(self.splits.test, self.eval_transform, shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

@@ -4,7 +4,8 @@
 published statistics, A7 rules, torchvision class and whether samples carry masks. Each loader
 returns a `Splits` of datasets yielding `(image, label)` (or `(image, mask, label)`) with images as
 uint8 or float tensors/PIL images; the DataModule adds the transforms. No loader touches the
-network unless the user asked for a download.
+network unless the user asked for a download. Carved splits are stratified by class (`carve`), with
+the labels read apart from the images (`labels_of`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset, random_split
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 from torchvision.datasets import ImageFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -86,12 +88,101 @@ class DatasetSpec:
         return self.num_classes is None
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """The class index of every sample of `dataset`, as a long tensor, without loading one image.
+
+    Reads the labels the datasets keep beside their images: `targets` (torchvision's datasets,
+    `ImageFolder`, ours), the last tensor of a `TensorDataset`; a `Subset` or `ConcatDataset` maps
+    those of the datasets under it. Anything else is refused, naming its type.
+
+    Example:
+        >>> labels_of(Subset(TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 1])), [2, 0])).tolist()
+        [1, 2]
+    """
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([labels_of(part) for part in dataset.datasets])
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[-1].long()
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise TypeError(
+            f"labels_of: {type(dataset).__name__} keeps no labels apart from its images: give it a `targets` "
+            "attribute (one class index per sample), as torchvision's datasets have."
+        )
+    return torch.as_tensor(targets, dtype=torch.long)
+
+
 def carve(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Subset]:
-    """Split reproducibly: the same seed gives the same split on every machine and rank."""
-    n = len(dataset)
-    sizes = [int(round(f * n)) for f in fractions]
-    sizes = [n - sum(sizes)] + sizes
-    return random_split(dataset, sizes, generator=torch.Generator().manual_seed(seed))
+    """Split off one part per fraction (`round(fraction * len)` samples each), stratified by class:
+    `[rest, part_1, part_2, ...]`. The same seed gives the same split on every machine and rank.
+
+    scikit-learn's `train_test_split(stratify=...)` (its own seeded RNG, never the global one) cuts
+    the parts one after the other, each from what the earlier ones left: the first part holds each
+    class within one sample of its exact share, a later one within `1 + size / len(rest)`. Data too
+    small to stratify (a class of one sample, a part smaller than the class count) is split at random,
+    with a warning.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = labels_of(dataset).numpy()
+    rest = np.arange(len(dataset))
+    parts = []
+    for fraction in fractions:
+        size = int(round(fraction * len(dataset)))
+        try:
+            rest, part = train_test_split(rest, test_size=size, stratify=labels[rest], random_state=seed)
+        except ValueError as error:  # sklearn: a class too small for the split, or the split smaller than the classes
+            warnings.warn(
+                f"Cannot stratify a part of {size} of {len(rest)} samples by class ({error}); split at random "
+                "instead. Stratified splits need at least 2 samples per class and a part of at least one per class.",
+                stacklevel=2,
+            )
+            rest, part = train_test_split(rest, test_size=size, random_state=seed)
+        parts.append(part)
+    return [Subset(dataset, indices.tolist()) for indices in (rest, *parts)]
+
+
+# ----------------------------------------------------------------------------- imbalanced data
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("shuffle", "balanced")
+
+
+def check_class_weights(value: str | list[float], classes: list[str]) -> None:
+    """`data.class_weights` is `none`, `auto` or one positive number per class, else one message with the fix."""
+    fix = f"use none, auto, or one positive weight per class in class order ({len(classes)} numbers)"
+    if isinstance(value, str):
+        if value not in CLASS_WEIGHTS:
+            raise ValueError(f"data.class_weights={value!r}: {fix}.")
+        return
+    weights = list(value)
+    if len(weights) != len(classes):
+        raise ValueError(f"data.class_weights has {len(weights)} weight(s) for {len(classes)} classes "
+                         f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}): {fix}.")
+    bad = [(name, w) for name, w in zip(classes, weights, strict=True)
+           if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf")]
+    if bad:
+        raise ValueError(f"data.class_weights: class {bad[0][0]!r} has weight {bad[0][1]!r}: {fix}.")
+
+
+def inverse_frequency_weights(labels: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """One loss weight per class, proportional to 1 / (its count in `labels`), scaled to mean 1 (so
+    the loss keeps its scale, and with it the learning rate, when the classes are balanced)."""
+    counts = torch.bincount(labels, minlength=len(classes)).double()
+    if (counts == 0).any():
+        missing = classes[int((counts == 0).nonzero()[0])]
+        raise ValueError(
+            f"data.class_weights=auto: class {missing!r} has no sample in the training split, so its inverse "
+            "frequency is infinite. Add samples of it, or give the weights as a list (one per class)."
+        )
+    weights = 1.0 / counts
+    return (weights * len(classes) / weights.sum()).float()
+
+
+def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights 1 / (count of its class): a sampler drawing by them draws every class equally often."""
+    return 1.0 / torch.bincount(labels)[labels].double()
 
 
 def load_digits(image_size: int, val_fraction: float, test_fraction: float, seed: int) -> Splits:
@@ -141,6 +232,11 @@ class SyntheticMaskedShapes(Dataset):
             self.masks.append(tv_tensors.Mask(mask.to(torch.uint8)))
             self.labels.append(label)
 
+    @property
+    def targets(self) -> list[int]:
+        """The labels, as torchvision's datasets name them (read by `labels_of`)."""
+        return self.labels
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -189,13 +285,51 @@ def check_torchvision_folder(name: str, root: Path) -> None:
         raise DataNotFoundError(missing_data_message(name, root, f"no folder {folder}", downloading=False))
 
 
-def load_torchvision(name: str, root: Path, val_fraction: float, seed: int) -> Splits:
+PRE_RESIZE_BYTES = 2**30  # InMemoryImages resizes the whole array once when the result stays below this
+
+
+class InMemoryImages(Dataset):
+    """A torchvision MNIST/Fashion-MNIST/CIFAR dataset served from the uint8 array it already holds.
+
+    torchvision reads the files into `.data` ((N, H, W) for the MNIST family, (N, H, W, C) for CIFAR)
+    and `.targets`, then builds a PIL image per sample in `__getitem__`, which the transforms turn
+    straight back into a tensor and resize. This serves the same pixels as `tv_tensors.Image` uint8
+    (C, H, W), resized once for the whole array to `image_size` (the same antialiased bilinear resize
+    as `v2.Resize`, which then has nothing left to do) when the result fits in `PRE_RESIZE_BYTES`
+    (else per sample, as before). The DataModule's `ToImage/Resize/ToDtype` pipeline runs unchanged
+    and gives identical tensors, without a PIL image or a resize per sample. Samples are
+    `(image, int label)`, as torchvision's.
+    """
+
+    def __init__(self, source: Dataset, image_size: int | None = None) -> None:
+        from torchvision.transforms.v2 import functional as TF
+
+        images = torch.as_tensor(source.data)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+        n, channels = images.shape[:2]
+        if image_size and images.shape[-2:] != (image_size, image_size) and n * channels * image_size**2 <= PRE_RESIZE_BYTES:
+            images = torch.cat([TF.resize(part, [image_size, image_size], antialias=True) for part in images.split(4096)])
+        self.images = images
+        self.targets = torch.as_tensor(source.targets, dtype=torch.long)
+        self.classes = list(source.classes)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from torchvision import tv_tensors
+
+        return tv_tensors.Image(self.images[index]), int(self.targets[index])
+
+
+def load_torchvision(name: str, root: Path, val_fraction: float, seed: int, image_size: int | None = None) -> Splits:
+    """torchvision's own reader for the files; samples served from memory (`InMemoryImages`)."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, DATASETS[name].torchvision_class)
     try:
-        train_full = cls(str(root), train=True, download=False)
-        test = cls(str(root), train=False, download=False)
+        train_full = InMemoryImages(cls(str(root), train=True, download=False), image_size)
+        test = InMemoryImages(cls(str(root), train=False, download=False), image_size)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
         raise DataNotFoundError(missing_data_message(name, root, error, downloading=False)) from error
     train, val = carve(train_full, (val_fraction,), seed)
@@ -392,7 +526,7 @@ def _load_shapes(options: LoadOptions) -> Splits:
 
 
 def _load_torchvision(options: LoadOptions) -> Splits:
-    return load_torchvision(options.name, options.root, options.val_fraction, options.seed)
+    return load_torchvision(options.name, options.root, options.val_fraction, options.seed, options.image_size)
 
 
 def _load_image_folder(options: LoadOptions) -> Splits:

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 
 
 def has_wandb_credentials() -> bool:
@@ -106,7 +107,7 @@ class AutoWandbLogger(WandbLogger):
         if self._offline_reason and not self._announced and isinstance(getattr(run, "dir", None), str):
             self._announced = True
             run_dir = Path(run.dir).parent
-            print(f"W&B offline ({self._offline_reason}): run saved in {run_dir}; upload it with `wandb sync {run_dir}`", flush=True)
+            rank_zero_info(f"W&B offline ({self._offline_reason}): run saved in {run_dir}; upload it with `wandb sync {run_dir}`")
         return run
 
 

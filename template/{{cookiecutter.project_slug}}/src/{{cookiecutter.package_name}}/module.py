@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from .backbones import build_backbone
@@ -21,6 +22,11 @@ def default_optimizer(params) -> torch.optim.Optimizer:
 
 class ImageClassifier(LightningModule):
     """Image classifier; every trick plugs in through callbacks, recipes or the options below.
+
+    Class weights (imbalanced data): at the start of fit the training cross-entropy takes the
+    datamodule's `class_weights` (`data.class_weights`) when it has them. They are read there, not
+    linked by the CLI, because `auto` needs the training split, which exists only after the Trainer's
+    `prepare_data`/`setup` (a download), and so `Trainer.fit(model, datamodule=dm)` gets them too.
 
     Args:
         num_classes, in_channels, image_size: linked from the DataModule by the CLI.
@@ -66,6 +72,7 @@ class ImageClassifier(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.register_buffer("class_weights", None, persistent=False)  # set in setup("fit") from the datamodule
 
     def load_pretrained(self) -> None:
         """Load `pretrained_checkpoint` into the backbone once (fit's `setup`, or earlier by a callback)."""
@@ -89,18 +96,22 @@ class ImageClassifier(LightningModule):
             if own_params and all(key in matched for key in own_params):
                 module.pretrained_weights = path
         self.pretrained_source = path
-        print(f"Loaded {len(matched)}/{len(own)} backbone tensors from {path}", flush=True)
+        rank_zero_info(f"Loaded {len(matched)}/{len(own)} backbone tensors from {path}")
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # a resumed run's own checkpoint is restored after this, so it wins
             self.load_pretrained()
+            weights = getattr(getattr(self._trainer, "datamodule", None), "class_weights", None)
+            self.class_weights = None if weights is None else weights.to(self.device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # Mean over the minibatch (T2): the gradient scale, and so the LR, do not depend on batch size.
-        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing, reduction="mean")
+        # With class weights, hard targets average over the weights of the batch's targets (PyTorch's rule).
+        return F.cross_entropy(logits, targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing,
+                               reduction="mean")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
@@ -112,18 +123,20 @@ class ImageClassifier(LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def _evaluate(self, batch, stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
         self.log(f"{stage}/loss", F.cross_entropy(logits, targets), prog_bar=True, sync_dist=True)
         accuracy(logits, targets)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        return logits
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_acc)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        # Handed to callbacks' on_test_batch_end (EvaluationReport), so they need no second forward pass.
+        return {"logits": self._evaluate(batch, "test", self.test_acc), "targets": batch[1]}
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

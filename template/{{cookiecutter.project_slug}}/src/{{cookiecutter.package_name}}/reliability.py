@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
@@ -54,6 +54,7 @@ class SafeCheckpoint(ModelCheckpoint):
       survive a divergence.
     * SIGTERM (what SLURM and most schedulers send) or Ctrl-C saves `last.ckpt` before the run
       ends, so `lightning fit ... --ckpt_path last` continues from there; `best.ckpt` is untouched.
+    * `fast_dev_run` writes no checkpoint at all (Lightning 2.6 still wrote `last.ckpt` at the end).
     * `last.ckpt` is written at every epoch's save point (Lightning 2.6 writes it only when a new
       top-k checkpoint was written in the same step, so a kill after epochs without a new best
       would lose all of them).
@@ -88,6 +89,12 @@ class SafeCheckpoint(ModelCheckpoint):
         if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning 2.6 writes last.ckpt here even under fast_dev_run, which promises no checkpoints
+        # (a wiring check left runs/checkpoints/last.ckpt behind, which `--ckpt_path last` then found).
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": collect_rng_states()}
 
@@ -105,8 +112,8 @@ class SafeCheckpoint(ModelCheckpoint):
         interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
         if interrupted and self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            print(f"Interrupted at step {trainer.global_step}: saved {self.last_model_path}; "
-                  "continue with --ckpt_path last", flush=True)
+            rank_zero_info(f"Interrupted at step {trainer.global_step}: saved {self.last_model_path}; "
+                           "continue with --ckpt_path last")
 
 
 class NanGuard(Callback):

@@ -12,8 +12,17 @@ from .checkpoints import (
            top_k_checkpoints,
            top_k_wandb,
 )
-from .command import build_datamodule, main, run_ensemble, train_seeds
+from .command import (
+           announce,
+           build_datamodule,
+           main,
+           parse_weights,
+           report_test,
+           run_ensemble,
+           save_predictions,
+           train_seeds,
+)
 from .module import EnsembleModule
 
 __all__ = ["EnsembleModule", "build_datamodule", "build_member", "checkpoint_score", "expand_checkpoints", "load_checkpoint",
-           "main", "run_ensemble", "top_k_checkpoints", "top_k_wandb", "train_seeds"]
+           "main", "parse_weights", "report_test", "run_ensemble", "save_predictions", "announce", "top_k_checkpoints", "top_k_wandb", "train_seeds"]

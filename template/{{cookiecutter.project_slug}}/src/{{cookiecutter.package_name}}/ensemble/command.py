@@ -22,21 +22,17 @@ task), then `python -m <package>.ensemble test runs/<project>/<id1> runs/<projec
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from pytorch_lightning import Trainer
 
-from ..data_config import datamodule_from_section
-from ..utils.ensembling import (
-    METHODS,
-)
+from ..compare.launch import Job, run_jobs
+from ..data_config import data_section, datamodule_from_section
+from ..utils.ensembling import METHODS
 from .checkpoints import run_config, top_k_checkpoints, top_k_wandb
 from .module import EnsembleModule
 
@@ -45,16 +41,10 @@ PACKAGE = (__package__ or __name__.rpartition(".")[0]).rpartition(".")[0]  # the
 
 def build_datamodule(config: Path | None, overrides: Sequence[str], image_size: int):
     """The ImageDataModule of a training config's `data:` section, with `key=value` overrides."""
-    data: dict[str, Any] = {}
-    if config is not None:
-        data = dict((yaml.safe_load(config.read_text()) or {}).get("data") or {})
+    data = data_section(config)
     data.pop("augment", None)  # test and predict never augment
     data["image_size"] = image_size  # what the members were trained at
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--data {item!r}: write key=value, e.g. --data dataset=digits.")
-        data[key] = yaml.safe_load(value)
+    data.update(data_section(None, overrides))
     if data["image_size"] != image_size:
         raise SystemExit(f"--data image_size={data['image_size']}, but the members were trained at {image_size}: drop it.")
     try:
@@ -68,15 +58,40 @@ def _trainer(args) -> Trainer:
                    enable_model_summary=False, enable_progress_bar=False)
 
 
-def run_ensemble(args, sources: Sequence[str | Path]) -> dict[str, float] | torch.Tensor:
-    weights = args.weights
-    if weights not in (None, "val"):
-        weights = [float(w) for w in weights.split(",")]
+def parse_weights(text: str | None) -> str | list[float] | None:
+    """`--weights`: None, 'val', or one number per member, comma-separated."""
+    if text in (None, "val"):
+        return text
     try:
-        module = EnsembleModule([str(s) for s in sources], combine=args.combine, weights=weights)
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--weights {text!r}: use 'val' or one number per member, e.g. 0.5,0.3,0.2.") from None
+
+
+def announce(module: EnsembleModule) -> None:
+    print(f"Ensemble of {len(module.members)} ({module.combine_method}):", *(f"  {p}" for p in module.paths), sep="\n",
+          flush=True)
+
+
+def report_test(metrics: dict[str, Any], members: int) -> None:
+    accs = [float(metrics[f"test/member{i}_acc"]) for i in range(members)]
+    print(f"test/acc of the members: {', '.join(f'{a:.4f}' for a in accs)}", flush=True)
+    print(f"test/acc of the ensemble: {float(metrics['test/acc']):.4f}  (test/nll {float(metrics['test/nll']):.4f})",
+          flush=True)
+
+
+def save_predictions(probs: torch.Tensor, module: EnsembleModule, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"probs": probs, "predictions": probs.argmax(-1), "members": [str(p) for p in module.paths]}, output)
+    print(f"Predictions of {len(probs)} images -> {output}", flush=True)
+
+
+def run_ensemble(args, sources: Sequence[str | Path]) -> dict[str, float] | torch.Tensor:
+    try:
+        module = EnsembleModule([str(s) for s in sources], combine=args.combine, weights=parse_weights(args.weights))
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(str(error)) from None
-    print(f"Ensemble of {len(module.members)} ({args.combine}):", *(f"  {p}" for p in module.paths), sep="\n", flush=True)
+    announce(module)
     config = Path(args.config) if args.config else run_config(module.paths[0])
     if config is None and Path("configs/default.yaml").is_file():
         config = Path("configs/default.yaml")
@@ -86,49 +101,31 @@ def run_ensemble(args, sources: Sequence[str | Path]) -> dict[str, float] | torc
     trainer = _trainer(args)
     if args.command == "predict":
         probs = torch.cat(trainer.predict(module, datamodule=datamodule))
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"probs": probs, "predictions": probs.argmax(-1), "members": [str(p) for p in module.paths]}, output)
-        print(f"Predictions of {len(probs)} images -> {output}", flush=True)
+        save_predictions(probs, module, Path(args.output))
         return probs
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    members = [metrics[f"test/member{i}_acc"] for i in range(len(module.members))]
-    print(f"test/acc of the members: {', '.join(f'{a:.4f}' for a in members)}", flush=True)
-    print(f"test/acc of the ensemble: {metrics['test/acc']:.4f}  (test/nll {metrics['test/nll']:.4f})", flush=True)
+    report_test(metrics, len(module.members))
     return metrics
 
 
 def train_seeds(seeds: Sequence[int], fit_args: Sequence[str], jobs: int = 1, root: Path = Path("runs")) -> list[Path]:
     """E1: run `python -m <package> fit <fit_args> --seed_everything S` for every seed; return their best checkpoints."""
     before = set(root.glob("**/checkpoints/best.ckpt"))
-    gpus = torch.cuda.device_count()
-    running: list[tuple[int, subprocess.Popen, Path | None]] = []
-    failed: list[str] = []
-
-    def finish(seed: int, process: subprocess.Popen, log: Path | None) -> None:
-        if process.wait() != 0:
-            failed.append(f"seed {seed} (exit {process.returncode}{f', log {log}' if log else ''})")
-
-    for index, seed in enumerate(seeds):
+    queue: list[Job] = []
+    for seed in seeds:
         command = [sys.executable, "-m", PACKAGE, "fit", *fit_args, f"--seed_everything={seed}"]
         if not any(a.startswith("--trainer.logger.init_args.name") for a in fit_args):
             # A run name per seed: its own folder for CSV/TensorBoard (parallel jobs would race for version_0), a label on W&B.
             command.append(f"--trainer.logger.init_args.name=seed-{seed}")
-        env = dict(os.environ)
-        if jobs > 1 and gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # one GPU per job
         print(f"[seed {seed}] {' '.join(command)}", flush=True)
-        if jobs == 1:
-            finish(seed, subprocess.Popen(command, env=env), None)
-            continue
-        log = root / "seeds" / f"seed-{seed}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as stream:
-            running.append((seed, subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT), log))
-        while len(running) >= jobs:
-            finish(*running.pop(0))
-    for job in running:
-        finish(*job)
+        queue.append(Job(f"seed {seed}", command, None if jobs == 1 else root / "seeds" / f"seed-{seed}.log"))
+    failed: list[str] = []
+
+    def note_failure(job: Job, code: int) -> None:  # the other seeds still run
+        if code != 0:
+            failed.append(f"{job.label} (exit {code}{f', log {job.log}' if job.log else ''})")
+
+    run_jobs(queue, jobs, note_failure)
     if failed:
         raise SystemExit(f"Training failed for {', '.join(failed)}.")
     members = sorted(set(root.glob("**/checkpoints/best.ckpt")) - before, key=lambda p: p.stat().st_mtime)

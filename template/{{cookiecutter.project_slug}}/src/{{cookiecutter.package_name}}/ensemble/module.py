@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ..utils.ensembling import (
@@ -134,4 +135,4 @@ class EnsembleModule(LightningModule):
             count += targets.numel()
         accuracy = correct / count.clamp_min(1)  # every rank sees the whole split here: no reduction needed
         self.weights = normalized_weights(accuracy.cpu(), len(self.members))
-        print(f"EnsembleModule: weights from validation accuracy {[round(a, 4) for a in accuracy.tolist()]}", flush=True)
+        rank_zero_info(f"EnsembleModule: weights from validation accuracy {[round(a, 4) for a in accuracy.tolist()]}")

@@ -1,8 +1,11 @@
 """A5 — TANDA commands: `learn` a TF-sequence policy on the training split, `compare` augmentations.
 
-    python -m <package>.tanda learn --dataset digits --image-size 32 --steps 300 --length 3 \\
+    <slug> tanda learn [--config configs/default.yaml] [--data image_size=32 ...] --steps 300 --length 3 \\
         --variant mean_field --seed 0 --out policies/tanda.pt
-    python -m <package>.tanda compare --train-size 200 --seeds 3 --epochs 30
+    <slug> tanda compare --train-size 200 --seeds 3 --epochs 30
+
+The data are the config's `data:` section (default: configs/default.yaml when it exists), read with the
+DataModule's own signature, plus `--data key=value` overrides; policies are learned on its training split.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..data_config import data_section, datamodule_from_section
 from ..datamodule import ImageDataModule
 from .augment import TandaAugment
 from .learn import learn_policy, probability_table, save_policy
@@ -22,14 +27,21 @@ from .policy import VARIANTS
 from .tfs import BENIGN, default_tfs
 
 PACKAGE = __package__.rsplit(".", 1)[0]
+DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
-def training_images(dataset: str, image_size: int, root: str, max_images: int, seed: int) -> torch.Tensor:
+def datamodule(args: argparse.Namespace) -> ImageDataModule:
+    config = Path(args.config) if args.config else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    data = data_section(config, args.data)
+    data.pop("augment", None)  # the policy is learned on (and compared against) unaugmented images
+    data["download"] = False
+    return datamodule_from_section(data)
+
+
+def training_images(dm: ImageDataModule, max_images: int, seed: int) -> torch.Tensor:
     """Up to `max_images` images of the training split, as the model sees them before augmentation
     and pre-processing (never validation or test images)."""
-    dm = ImageDataModule(dataset, root=root, image_size=image_size, download=False)
-    batches = list(dm._statistics_batches())  # the training split through the base transform only
-    images = torch.cat([torch.as_tensor(b) for b in batches]).float()
+    images = torch.cat([torch.as_tensor(b) for b in dm.unaugmented_train_batches()]).float()
     if len(images) > max_images:
         images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:max_images]]
     return images
@@ -52,12 +64,13 @@ def log_to_wandb(result: dict) -> None:
 
 def learn(args: argparse.Namespace) -> dict:
     torch.set_num_threads(max(1, args.threads))
-    images = training_images(args.dataset, args.image_size, args.root, args.max_images, args.seed)
+    dm = datamodule(args)
+    images = training_images(dm, args.max_images, args.seed)
     # Default: the benign TFs plus colour inversion, a probe the policy should reject. `rotate_180` is
     # opt-in: it changes digit labels (6 <-> 9), which a realism discriminator cannot see (A7 refuses it).
     tfs = default_tfs(args.tfs.split(",") if args.tfs else [*BENIGN, "invert"])
     print(
-        f"TANDA ({args.variant}, L={args.length}) on {len(images)} {args.dataset} training images, TFs: {', '.join(tfs)}"
+        f"TANDA ({args.variant}, L={args.length}) on {len(images)} {dm.dataset} training images, TFs: {', '.join(tfs)}"
     )
     start = time.perf_counter()
     result = learn_policy(
@@ -73,7 +86,7 @@ def learn(args: argparse.Namespace) -> dict:
         seed=args.seed,
         log_every=max(1, args.steps // 5),
     )
-    result["config"].update(dataset=args.dataset, image_size=args.image_size)
+    result["config"].update(dataset=dm.dataset, image_size=dm.image_size)
     print(
         f"learned in {time.perf_counter() - start:.1f} s\n{probability_table(result['tf_names'], result['probabilities'])}"
     )
@@ -132,7 +145,7 @@ def _train_and_test(train, test, augment: TandaAugment | None, epochs: int, seed
 def compare(args: argparse.Namespace) -> dict:
     """No augmentation vs uniform sequences vs the learned policy over the same TFs; mean ± std test accuracy."""
     torch.set_num_threads(max(1, args.threads))
-    dm = ImageDataModule(args.dataset, root=args.root, image_size=args.image_size, download=False)
+    dm = datamodule(args)
     dm.setup()
     x, y = _stacked(dm.splits.train)
     test = _stacked(dm.splits.test)
@@ -162,9 +175,8 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog=f"python -m {PACKAGE}.tanda", description=__doc__.split("\n")[0])
     sub = main.add_subparsers(dest="command", required=True)
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--dataset", default="digits")
-    shared.add_argument("--root", default="data", help="where torchvision datasets / the image folder live")
-    shared.add_argument("--image-size", type=int, default=32)
+    shared.add_argument("--config", default=None, help=f"training config whose data: section to use (default: {DEFAULT_CONFIG})")
+    shared.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="data option override")
     shared.add_argument(
         "--steps", type=int, default=300, help="adversarial steps (one D and one generator update each)"
     )
