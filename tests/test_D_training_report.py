@@ -128,6 +128,9 @@ def test_D_plots_are_titled_labelled_with_round_ticks_and_the_legend_and_notes_i
     assert all(float(x).is_integer() for x in ax.get_xticks())  # integer steps get integer ticks
     png = line_plot(series, "losses per epoch", "epoch", "loss", notes=notes, log_y=True)
     assert png.width == 720 and png.height > 420  # the notes add lines under the axes
+    fig, axes = figure()
+    draw_lines(axes[0, 0], {"dead units": ([0, 50, 100], [0.0, 0.0, 0.0])}, "F8 dead fraction", "step", "fraction")
+    assert axes[0, 0].get_ylim() == (0.0, 1.0)  # a healthy flat zero: the axis starts at 0, no negative fractions
 
 
 class EpochClock(Callback):

@@ -80,6 +80,10 @@ def draw_lines(
             ax.plot(x[lonely], y[lonely], "o", color=line.get_color(), markersize=3.5)
     if log_y and any_positive:
         ax.set_yscale("log")
+    finite = [float(v) for _, ys in series.values() for v in ys if math.isfinite(float(v))]
+    if not log_y and finite and min(finite) == max(finite) >= 0:
+        # A flat line at v >= 0 (e.g. no dead units at all): an axis from 0, not matplotlib's v ± 0.04 around it.
+        ax.set_ylim(0, 2 * finite[0] if finite[0] > 0 else 1.0)
     if all_x and all(float(v).is_integer() for v in all_x):
         if len(set(all_x)) == 1:  # one epoch/step: a single tick, not fractions around it
             ax.set_xticks(sorted(set(all_x)))
