@@ -7,7 +7,7 @@ Everything after `--` is the baseline (e.g. `--config configs/default.yaml --tra
 an arm is the baseline plus its recipes. Every arm trains on the same seeds, or on the same folds of a
 stratified k-fold split with one fixed seed (`--seed`), and is tested on the same test split; the
 answer, per metric (test accuracy, NLL, ECE, training time), is each arm's mean with its 95 % CI and the
-paired difference to the baseline with its CI, a verdict, and the seeds a paired t-test would need to
+paired difference to the baseline with its CI, a verdict, and how many seeds a paired t-test would need to
 detect it. The same command after Ctrl-C continues where it stopped.
 """
 

@@ -1,5 +1,5 @@
 """The comparison's answer: per arm and metric the mean with its 95 % CI, the paired difference to the
-baseline with its CI, the verdict and the seeds a paired t-test would need; as a terminal table,
+baseline with its CI, the verdict and how many seeds a paired t-test would need; as a terminal table,
 `results.csv`, `compare.png` (error bars) and `report.md`, and a W&B table when W&B is the logger.
 """
 
