@@ -1,7 +1,7 @@
 """The runs of a comparison: what each one trains, where its result and log go, which are finished,
 and launching the others with progress.
 
-A comparison lives in `<root>/compare-<id>/`, `id` a short hash of the arms, the seed list or folds and
+A comparison lives in `<root>/compare-<id>/`, `id` a short hash of the arms, their seeds or folds and
 the baseline's arguments, so the same command finds the same folder: `runs/<name>.json` is the result
 of a finished run (written only at its end), `logs/<name>.log` its output. Running the command again
 skips the runs that have a result: after Ctrl-C or a kill, it continues where it stopped (a run caught
