@@ -6,7 +6,10 @@ which modules are the feature stages (for per-stage probes), which are the block
 the project's backbones by their structure, so it needs no import of the generated package:
 
 - a backbone with a `finetune_parts()` method returns its own `BackboneParts` (the extension point);
-- torchvision ResNets: stages = stem, layer1..layer4; blocks = stem + each residual block; head = fc;
+- torchvision and timm ResNets: stages = stem, layer1..layer4; blocks = stem + each residual block; head = fc;
+- timm EfficientNet/MobileNetV3 (conv_stem, bn1, blocks): stages = stem + each `blocks[i]`; blocks = stem +
+  each inverted-residual block; the 1x1 `conv_head` ends the last stage where it runs before the pool
+  (EfficientNet) and rides with the head where it runs after it (MobileNetV3);
 - plain sequential convnets such as SizedConvNet: a stage ends at each pooling layer, a block is one
   conv with its BatchNorm/activation, the head is the last Linear (with the dropout/flatten before it).
 """
@@ -56,14 +59,30 @@ def _sequential_parts(net: nn.Sequential) -> BackboneParts:
     return BackboneParts(stages, blocks, nn.Sequential(*layers[features_end:]))
 
 
+def _timm_efficientnet_parts(net: nn.Module) -> BackboneParts:
+    """timm's EfficientNet (conv_head, bn2 before the pool) and MobileNetV3 (pool, conv_head, norm_head, act2 after it)."""
+    stem = nn.Sequential(net.conv_stem, net.bn1)
+    stages = [stem, *net.blocks]
+    blocks = [stem, *(block for stage in net.blocks for block in stage)]
+    if hasattr(net, "bn2"):  # EfficientNet: the 1x1 conv head is the last feature layer
+        stages[-1] = nn.Sequential(stages[-1], net.conv_head, net.bn2)
+        blocks[-1] = nn.Sequential(blocks[-1], net.conv_head, net.bn2)
+        return BackboneParts(stages, blocks, nn.Sequential(net.global_pool, net.classifier))
+    head = [net.global_pool, net.conv_head, net.norm_head, net.act2, net.flatten, net.classifier]
+    return BackboneParts(stages, blocks, nn.Sequential(*head))
+
+
 def backbone_parts(backbone: nn.Module) -> BackboneParts:
     """Stages, blocks and head of `backbone` (see the module docstring for the rules)."""
     if hasattr(backbone, "finetune_parts"):
         return backbone.finetune_parts()
-    if all(hasattr(backbone, name) for name in ("conv1", "bn1", "layer1", "layer4", "fc")):  # torchvision ResNet
-        stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+    if all(hasattr(backbone, name) for name in ("conv1", "bn1", "layer1", "layer4", "fc")):  # torchvision/timm ResNet
+        activation = backbone.relu if hasattr(backbone, "relu") else backbone.act1  # timm names it act1
+        stem = nn.Sequential(backbone.conv1, backbone.bn1, activation, backbone.maxpool)
         layers = [backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
         return BackboneParts([stem, *layers], [stem, *(block for layer in layers for block in layer)], backbone.fc)
+    if all(hasattr(backbone, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "global_pool", "classifier")):
+        return _timm_efficientnet_parts(backbone)
     if isinstance(backbone, nn.Sequential) and any(isinstance(m, nn.Linear) for m in backbone):
         return _sequential_parts(backbone)
     raise ValueError(

@@ -55,6 +55,41 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> s
     return result
 
 
+def qualified_recipe(pkg, recipe: Path, folder: Path) -> Path:
+    """A copy of `recipe` in `folder` whose short callback class names are qualified by the generated package.
+
+    The tests also import the repository's copy of the callbacks (`cnn_tricks.callbacks`), and jsonargparse
+    refuses a short name two imported classes share; a project imports only its own copy, so the recipe
+    itself keeps short names. Names that are not the package's callbacks (Lightning's) stay as they are."""
+    import re
+
+    ours = set(importlib.import_module(f"{pkg.__name__}.callbacks").__all__)
+    text = re.sub(r"class_path: (\w+)$", lambda m: f"class_path: {pkg.__name__}.callbacks.{m.group(1)}"
+                  if m.group(1) in ours else m.group(0), recipe.read_text(), flags=re.MULTILINE)
+    copy = folder / f"{recipe.parent.name}-{recipe.name}"
+    copy.write_text(text)
+    return copy
+
+
+@pytest.fixture
+def cli_in_process(pkg, project, tmp_path, monkeypatch):
+    """`make(recipes, *args)`: the generated project's CLI (`run=False`: model, data and trainer built, nothing
+    run) for `fit --config configs/default.yaml` plus those recipes and arguments; cwd and HOME are tmp_path and
+    W&B is offline."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cli_module = importlib.import_module(f"{pkg.__name__}.cli")
+
+    def make(recipes, *args: str):
+        configs = ["--config", str(project / "configs/default.yaml")]
+        for recipe in recipes:
+            configs += ["--config", str(qualified_recipe(pkg, project / f"recipes/{recipe}.yaml", tmp_path))]
+        return cli_module.CLI(args=[*configs, *args], run=False)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project generated once per session with default answers but its own package name."""

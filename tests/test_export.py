@@ -13,6 +13,8 @@ import pytest
 import torch
 from tiny import quiet_trainer
 
+from conftest import qualified_recipe
+
 TINY = {"backbone_options": {"widths": [4, 8]}}
 IMAGE_SIZE = 16
 PARITY = re.compile(r"parity: max \|Δprob\| = (\S+) \(≤ 1e-4\)")
@@ -61,11 +63,7 @@ def reference(pkg, checkpoint):
 
 def export(pkg, project, capsys, checkpoint, output, fmt: str) -> tuple[float, list[str]]:
     """`<slug> export` in-process (through cli.main's dispatch); the printed parity figure and the output lines."""
-    # The recipe's short class name, qualified: this test process also imports the repository's copy of the
-    # callbacks (cnn_tricks.callbacks), and two classes named ActivationSwap are ambiguous to jsonargparse.
-    prelu = output.parent.parent / f"prelu-{output.parent.name}.yaml"
-    prelu.write_text((project / "recipes/activation/prelu.yaml").read_text()
-                     .replace("class_path: ActivationSwap", f"class_path: {pkg.__name__}.callbacks.ActivationSwap"))
+    prelu = qualified_recipe(pkg, project / "recipes/activation/prelu.yaml", output.parent.parent)
     configs = [project / "configs/default.yaml", project / "recipes/preprocess/standardize.yaml", prelu]
     args = ["export", *[item for c in configs for item in ("--config", str(c))], "--ckpt_path", str(checkpoint),
             "--format", fmt, "--output", str(output)]

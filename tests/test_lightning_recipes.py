@@ -5,8 +5,6 @@ checks that the recipe acts (not only that it parses)."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from pytorch_lightning import Callback
@@ -21,18 +19,9 @@ CSV = ["--trainer.logger=CSVLogger", "--trainer.logger.save_dir=runs"]  # a quic
 
 
 @pytest.fixture
-def build(pkg, project, tmp_path, monkeypatch):
-    """`build(recipe, *args)`: the CLI's model, data and trainer for `fit` with that recipe, W&B offline."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cli_module = importlib.import_module(f"{pkg.__name__}.cli")
-
-    def make(recipe: str, *args: str):
-        configs = ["--config", str(project / "configs/default.yaml"), "--config", str(project / f"recipes/{recipe}.yaml")]
-        return cli_module.CLI(args=[*configs, *SMALL, *args], run=False)
-
-    return make
+def build(cli_in_process):
+    """`build(recipe, *args)`: the CLI's model, data and trainer for `fit` with that recipe, small and W&B offline."""
+    return lambda recipe, *args: cli_in_process([recipe], *SMALL, *args)
 
 
 def test_early_stopping_stops_when_val_loss_stalls(build):

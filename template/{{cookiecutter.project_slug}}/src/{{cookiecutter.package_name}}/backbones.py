@@ -2,10 +2,15 @@
 
 `build_backbone(name, in_channels, num_classes, image_size, **options)` is the single entry point
 the LightningModule uses, so a new backbone is one function added to `BACKBONES`.
+
+`timm/<name>` (e.g. `timm/resnet18`, `timm/mobilenetv3_small_050`, `timm/efficientnet_b0`) is any model
+of the timm library (Wightman, PyTorch Image Models), built by `timm.create_model` with the options as
+its keyword arguments; install it with `pip install -e '.[timm]'`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -136,6 +141,46 @@ def _sized_convnet(in_channels: int, num_classes: int, image_size: int, **option
     return net
 
 
+TIMM_PREFIX = "timm/"
+TIMM_INSTALL = "pip install -e '.[timm]'"
+
+
+def _timm(name: str, in_channels: int, num_classes: int, image_size: int, /, pretrained: bool = False,
+          **options) -> nn.Module:
+    """`timm.create_model(name, pretrained, num_classes, in_chans, **options)`, as timm builds it.
+
+    The net is not adapted to small images (timm's stems stride by 4, a 32px input reaches the last
+    stage at 1x1): it stays the published architecture, so its pretrained weights and the timm
+    recipes apply. `pretrained: true` downloads from the Hugging Face hub (needs the network once);
+    offline, give a saved timm `state_dict` (.pth/.safetensors) as `model.pretrained_checkpoint`.
+    The model's own data config (mean, std, input size, from `timm.data.resolve_data_config`) is kept
+    as `pretrained_data_config`; the DataModule's `data.preprocess` still decides the normalization.
+    """
+    try:
+        import timm
+    except ImportError as error:
+        raise ImportError(f"model.backbone={TIMM_PREFIX + name!r} needs the timm library: {TIMM_INSTALL}") from error
+    if ":" not in name and not timm.is_model(name):  # `hf-hub:<repo>` names are resolved by create_model
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"closest: {', '.join(close)}" if close else f"list them with timm.list_models('*{name[:4]}*')"
+        raise ValueError(f"model.backbone={TIMM_PREFIX + name!r}: timm has no model {name!r} ({hint}).")
+    clashing = sorted({"num_classes", "in_chans"} & options.keys())
+    if clashing:
+        raise ValueError(f"model.backbone_options sets {', '.join(clashing)}: these come from the data "
+                         "(data.num_classes / the image channels); remove them.")
+    net = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels, **options)
+    if pretrained:  # mark the loaded layers (init callbacks leave them alone); the new head is unmarked
+        head = set(map(id, net.get_classifier().modules()))
+        for module in net.modules():
+            if id(module) not in head:
+                module.pretrained_weights = f"timm:{name}"
+    config = timm.data.resolve_data_config(model=net)
+    net.pretrained_data_config = {key: config[key] for key in ("mean", "std", "input_size")}
+    return net
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "sized_convnet": _sized_convnet,
     "resnet18": _resnet("resnet18"),
@@ -144,11 +189,17 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_backbone(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> nn.Module:
-    """Build the backbone called `name`; unknown names and options fail with the valid ones."""
-    if name not in BACKBONES:
-        raise ValueError(f"model.backbone={name!r} is unknown: choose one of {', '.join(BACKBONES)}.")
+def build_backbone(name: str, in_channels: int, num_classes: int, image_size: int, /, **options) -> nn.Module:
+    """Build the backbone called `name` (a `BACKBONES` key or `timm/<model>`); unknown names and options fail
+    with the valid ones."""
+    if name.startswith(TIMM_PREFIX):
+        build = functools.partial(_timm, name.removeprefix(TIMM_PREFIX))
+    elif name in BACKBONES:
+        build = BACKBONES[name]
+    else:
+        raise ValueError(f"model.backbone={name!r} is unknown: choose one of {', '.join(BACKBONES)}, "
+                         f"or {TIMM_PREFIX}<name> for a timm model ({TIMM_INSTALL}).")
     try:
-        return BACKBONES[name](in_channels, num_classes, image_size, **options)
+        return build(in_channels, num_classes, image_size, **options)
     except TypeError as error:
         raise ValueError(f"model.backbone_options={options} do not fit backbone {name!r}: {error}") from error

@@ -30,14 +30,15 @@ class ImageClassifier(LightningModule):
 
     Args:
         num_classes, in_channels, image_size: linked from the DataModule by the CLI.
-        backbone: a name from `backbones.BACKBONES` (`sized_convnet`, `resnet18`, ...).
+        backbone: a name from `backbones.BACKBONES` (`sized_convnet`, `resnet18`, ...) or `timm/<model>`.
         backbone_options: keyword arguments of that backbone (e.g. `{widths: [32, 64], dropout: 0.2}`).
         optimizer: an optimizer class path with its init args (the CLI fills in the parameters).
         lr_scheduler: an LR scheduler class path; ReduceLROnPlateau watches `lr_scheduler_monitor`.
         lr_scheduler_monitor: metric a plateau scheduler watches.
         label_smoothing: cross-entropy label smoothing.
         pretrained_checkpoint: backbone weights to start from (T4): a checkpoint of an earlier run of
-            ours (`runs/.../checkpoints/best.ckpt`) or a saved backbone `state_dict`; loaded at the start
+            ours (`runs/.../checkpoints/best.ckpt`) or a saved backbone `state_dict` (`.pt`/`.pth`, or a
+            timm `.safetensors` file); loaded at the start
             of `fit`; tensors whose shape differs (a head for another number of classes) are skipped.
 
     Example:
@@ -68,7 +69,9 @@ class ImageClassifier(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
         # Where the backbone's weights came from; fine-tune callbacks warn when it stays None.
-        self.pretrained_source = "torchvision weights" if (backbone_options or {}).get("weights") else None
+        options = backbone_options or {}
+        self.pretrained_source = ("torchvision weights" if options.get("weights")
+                                  else "timm hub weights" if options.get("pretrained") else None)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -81,7 +84,12 @@ class ImageClassifier(LightningModule):
             return
         if not Path(path).is_file():
             raise FileNotFoundError(f"model.pretrained_checkpoint={path!r} does not exist: give a .ckpt of an earlier run.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if Path(path).suffix == ".safetensors":  # timm's / the Hugging Face hub's weight files
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         if any(k.startswith("backbone.") for k in state):  # a checkpoint of the whole LightningModule
             state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
