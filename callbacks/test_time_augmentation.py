@@ -134,10 +134,9 @@ class TestTimeAugmentation(Callback):
         probabilities += [forward(view(images), *args, **kwargs).float().softmax(-1) for view in self.views]
         return plain, torch.stack(probabilities).mean(0)
 
-    @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Checked at fit too: the views will meet this dataset when the run is tested.
-        datamodule = trainer.datamodule
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse views that change what this dataset's images show (A7) or shift by half an image or more.
+        The project's CLI calls it before anything runs (one `error:` line); `setup` calls it for Python users."""
         refuse = getattr(datamodule, "refuse_identity_changing", None)  # the project's DataModule (A7 rules)
         if refuse is not None and not self.allow_identity_changing:
             refuse(self.views, "TestTimeAugmentation", "TestTimeAugmentation.allow_identity_changing")
@@ -145,6 +144,10 @@ class TestTimeAugmentation(Callback):
         if isinstance(size, int) and 2 * self.shift >= size:
             raise ValueError(f"TestTimeAugmentation(shift={self.shift}): shift by less than half of the {size}-pixel "
                              "images, e.g. 2.")
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.check_data(trainer.datamodule)  # at fit too: the views will meet this dataset when the run is tested
 
     def _wrap(self, pl_module: LightningModule, stage: str) -> None:
         if not self._announced:

@@ -212,8 +212,12 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(pkg, project, 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--data.batch_size=0"], "error: data.batch_size=0: use a positive batch size such as 64."),
     (["--data.dataset=imagefolder", "--data.root=photos"], "error: data.root='photos': folder"),
+    # A callback's data check (TTA's A7 rule) runs before the logger or anything else starts.
+    (["--config=RECIPES/evaluate/tta.yaml", "--trainer.callbacks.horizontal_flip=true"],
+     "error: TestTimeAugmentation changes what digits images show (A7)"),
 ])
 def test_bad_value_prints_one_message_and_no_traceback(project, home, tmp_path, extra, message):
+    extra = [arg.replace("RECIPES", str(project / "recipes")) for arg in extra]
     result = subprocess.run(fit_command(project, *extra), cwd=tmp_path, env=offline_env(home, project),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1

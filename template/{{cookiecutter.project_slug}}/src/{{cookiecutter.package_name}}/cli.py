@@ -149,6 +149,9 @@ class CLI(LightningCLI):
             super().instantiate_classes()
             if self._section().get("ensemble"):
                 self._evaluate_an_ensemble()
+            for callback in self.trainer.callbacks:  # checks a callback can make before anything runs or is written
+                if callable(getattr(callback, "check_data", None)):
+                    callback.check_data(self.datamodule)
         except (ValueError, FileNotFoundError, MisconfigurationException) as error:
             raise SystemExit(f"error: {error}") from error
 
