@@ -103,3 +103,38 @@ def test_A7_audit_command_prints_and_logs_the_table(pkg, trained_digits, project
     assert "IDENTITY-CHANGING" not in crop
     assert "W&B offline" in result.stdout + result.stderr  # an info line (rank-zero logger: stderr)
     assert list(run.parent.parent.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_A7_audit_tells_unseen_from_identity_changing(pkg, trained_digits):
+    """A 25-degree turn and a slight blur keep a digit a digit, but the model never saw them: the
+    flip-rate rule alone flags them; the fine-tune with them learns them away (`unseen (learnable)`).
+    Shrinking to 2x2 px erases the digit: no fine-tune recovers it. Declared flips stay flagged."""
+    audit = importlib.import_module(f"{pkg.__name__}.audit")
+    model, dm, _ = trained_digits
+    transforms = {"probe: vertical flip": v2.RandomVerticalFlip(p=1.0), "probe: rotate 180": v2.RandomRotation((180, 180)),
+                  "rotate 25": v2.RandomRotation((25, 25)), "blur sigma 1": v2.GaussianBlur(5, sigma=1.0),
+                  "down to 2 px": v2.Compose([v2.Resize(2), v2.Resize(16)]),
+                  "translate <= 1 px": v2.RandomAffine(0, translate=(1 / 16, 1 / 16))}
+    before = {name: param.clone() for name, param in model.state_dict().items()}
+    clean, rows = audit.audit_transforms(model, dm, transforms, threshold=0.2, fine_tune=audit.FineTune(steps=120, batch_size=32))
+    by_name = {row.transform: row for row in rows}
+    print(audit.format_table(clean, rows, 0.2))
+    print("old rule (flip rate > 0.2):", {row.transform: row.flagged for row in rows})
+    print("new verdict:", {row.transform: row.verdict for row in rows})
+    for name in ("rotate 25", "blur sigma 1"):
+        assert by_name[name].flagged, name  # the old rule would call it identity-changing ...
+        assert by_name[name].verdict == "unseen (learnable)", name  # ... the fine-tune learns it away
+        assert by_name[name].tuned_accuracy > by_name[name].accuracy + 0.1, name
+    assert by_name["down to 2 px"].verdict == "IDENTITY-CHANGING" and not by_name["down to 2 px"].declared
+    for name in ("probe: vertical flip", "probe: rotate 180"):
+        assert by_name[name].identity_changing and by_name[name].declared, name
+    assert by_name["translate <= 1 px"].verdict == "ok" and by_name["translate <= 1 px"].tuned_accuracy is None
+    assert all(torch.equal(before[name], param) for name, param in model.state_dict().items())  # fine-tunes a copy
+
+
+def test_A7_fine_tune_options_are_validated(pkg):
+    audit = importlib.import_module(f"{pkg.__name__}.audit")
+    with pytest.raises(ValueError, match="images=10: use steps >= 1"):
+        audit.FineTune(images=10)
+    with pytest.raises(ValueError, match="tolerance=1.5"):
+        audit.FineTune(tolerance=1.5)

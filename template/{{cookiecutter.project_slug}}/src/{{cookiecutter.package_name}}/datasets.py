@@ -540,6 +540,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("mnist", _load_torchvision, num_classes=10, channels=1, stats=((0.1307,), (0.3081,)),
                 identity_changing=DIGIT_RULES, torchvision_class="MNIST"),
     DatasetSpec("fashion_mnist", _load_torchvision, num_classes=10, channels=1, stats=((0.2860,), (0.3530,)),
+                identity_changing={},  # A7: none — a mirrored, upside-down or turned garment is the same garment
                 torchvision_class="FashionMNIST"),
     DatasetSpec("cifar10", _load_torchvision, num_classes=10, channels=3,
                 stats=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), torchvision_class="CIFAR10"),
