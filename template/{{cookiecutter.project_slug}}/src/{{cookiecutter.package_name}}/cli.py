@@ -159,16 +159,23 @@ class CLI(LightningCLI):
         # run=False (the Python API) has no subcommand level in the config.
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    @staticmethod
+    def _take_image_size(config, size: int, option: str, what: str) -> None:
+        """Evaluate at the size the weights were trained at (the data and, when set, the model's image_size)."""
+        if size == config.data.image_size:
+            return
+        print(f"{option}: data.image_size={size}, {what} (the config says {config.data.image_size}).", flush=True)
+        config.data.image_size = size
+        if "image_size" in (config.get("model") or {}):
+            config.model.image_size = size
+
     def _load_the_ensemble(self, config) -> None:
         """E5: the EnsembleModule of `--ensemble`; the data take the members' image size (what they were trained at)."""
         from .ensemble import EnsembleModule, announce, parse_weights
 
         self._ensemble = EnsembleModule(list(config.ensemble), combine=config.ensemble_combine,
                                         weights=parse_weights(config.ensemble_weights))
-        if config.data.image_size != self._ensemble.image_size:
-            print(f"--ensemble: data.image_size={self._ensemble.image_size}, the members' input size "
-                  f"(the config says {config.data.image_size}).", flush=True)
-            config.data.image_size = self._ensemble.image_size
+        self._take_image_size(config, self._ensemble.image_size, "--ensemble", "the members' input size")
         announce(self._ensemble)
 
     def _evaluate_an_ensemble(self) -> None:
@@ -199,12 +206,8 @@ class CLI(LightningCLI):
         """`predict`: the data at the checkpoint's input size; with data.predict_root the rows stream to
         predictions.csv instead of being kept in memory (unless --return_predictions says otherwise)."""
         size = checkpoint_image_size(Path(config.ckpt_path), config.weights_only) if config.get("ckpt_path") else None
-        if size is not None and size != config.data.image_size:
-            print(f"ckpt_path: data.image_size={size}, the checkpoint's input size (the config says "
-                  f"{config.data.image_size}).", flush=True)
-            config.data.image_size = size
-            if "image_size" in (config.get("model") or {}):
-                config.model.image_size = size
+        if size is not None:
+            self._take_image_size(config, size, "ckpt_path", "the checkpoint's input size")
         if config.data.get("predict_root") and config.get("return_predictions") is None:
             config.return_predictions = False
 
