@@ -124,3 +124,40 @@ def test_finetune_recipes_train_exactly_the_head_and_top_blocks(pkg, build, back
     trainable = [parts.head, *parts.blocks[len(parts.blocks) - blocks:]]
     expected = {id(p) for module in trainable for p in module.parameters()}
     assert {id(p) for p in cli.model.backbone.parameters() if p.requires_grad} == expected
+
+
+@pytest.fixture
+def pretrained_resnet(backbones, tmp_path):
+    """A local timm `state_dict` of resnet10t (the offline form of `pretrained: true`)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "resnet10t.safetensors"
+    save_file(backbones.build_backbone(RESNET, 1, 10, 32).state_dict(), path)
+    return path
+
+
+def test_pretrained_timm_backbone_brings_its_input_size_and_statistics(cli_in_process, pretrained_resnet):
+    cli = cli_in_process([], *FAST, f"--model.backbone={RESNET}", f"--model.pretrained_checkpoint={pretrained_resnet}")
+    # timm's data config for resnet10t: 176px, ImageNet mean/std (averaged over RGB for 1-channel digits).
+    assert cli.datamodule.image_size == cli.model.hparams.image_size == 176
+    state = cli.datamodule.fit_preprocessing()
+    assert torch.allclose(state["shift"], torch.tensor([(0.485 + 0.456 + 0.406) / 3]))
+    assert torch.allclose(state["scale"], torch.tensor([(0.229 + 0.224 + 0.225) / 3]))
+    cli.datamodule.setup("fit")
+    images, _ = next(iter(cli.datamodule.train_dataloader()))
+    assert images.shape[-2:] == (176, 176)
+
+
+def test_the_config_overrides_a_pretrained_backbones_data_config(cli_in_process, pretrained_resnet):
+    cli = cli_in_process([], *FAST, f"--model.backbone={RESNET}", f"--model.pretrained_checkpoint={pretrained_resnet}",
+                         "--data.image_size=32", "--data.preprocess=standardize")
+    assert cli.datamodule.image_size == cli.model.hparams.image_size == 32
+    measured = cli.datamodule.fit_preprocessing()  # the digits' own statistics, measured on the training split
+    assert not torch.allclose(measured["shift"].flatten()[:1], torch.tensor([0.449]), atol=0.05)
+
+
+def test_a_timm_backbone_trained_from_scratch_keeps_the_datasets_size_and_statistics(build, pkg):
+    cli = build(RESNET)
+    own = pkg.ImageDataModule("digits", image_size=32).fit_preprocessing()  # measured on the training split
+    assert cli.datamodule.image_size == 32
+    assert torch.equal(cli.datamodule.fit_preprocessing()["shift"], own["shift"])

@@ -154,7 +154,8 @@ def _timm(name: str, in_channels: int, num_classes: int, image_size: int, /, pre
     recipes apply. `pretrained: true` downloads from the Hugging Face hub (needs the network once);
     offline, give a saved timm `state_dict` (.pth/.safetensors) as `model.pretrained_checkpoint`.
     The model's own data config (mean, std, input size, from `timm.data.resolve_data_config`) is kept
-    as `pretrained_data_config`; the DataModule's `data.preprocess` still decides the normalization.
+    as `pretrained_data_config`; with pretrained weights the CLI feeds it to the data (see
+    `pretrained_data_config()` and `CLI`).
     """
     try:
         import timm
@@ -179,6 +180,23 @@ def _timm(name: str, in_channels: int, num_classes: int, image_size: int, /, pre
     config = timm.data.resolve_data_config(model=net)
     net.pretrained_data_config = {key: config[key] for key in ("mean", "std", "input_size")}
     return net
+
+
+def pretrained_data_config(backbone: str) -> dict | None:
+    """timm's published data config of a `timm/<name>` backbone: `{"mean", "std", "input_size"}` (the
+    normalization and input size its pretrained weights were trained with), read from timm's model
+    registry without building the net or touching the network; None for other backbones or when timm
+    has no config for the name."""
+    if not backbone.startswith(TIMM_PREFIX):
+        return None
+    try:
+        from timm.models import get_pretrained_cfg
+    except ImportError:
+        return None
+    cfg = get_pretrained_cfg(backbone.removeprefix(TIMM_PREFIX))
+    if cfg is None or not cfg.mean or not cfg.input_size:
+        return None
+    return {"mean": tuple(cfg.mean), "std": tuple(cfg.std), "input_size": tuple(cfg.input_size)}
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {

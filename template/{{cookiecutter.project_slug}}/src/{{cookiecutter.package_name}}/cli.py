@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import yaml
 from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -27,6 +28,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import registry  # noqa: F401  (configs name classes by short name)
+from .backbones import pretrained_data_config
 from .callbacks import run_folder  # the run-folder rule, shared with the callbacks
 from .datamodule import ImageDataModule
 from .module import ImageClassifier
@@ -118,11 +120,14 @@ class CLI(LightningCLI):
         per_command = {name: dict(epilog) for name in SUBCOMMANDS}
         per_command["formatter_class"] = _KeepLineBreaks
         kwargs.setdefault("parser_kwargs", per_command if run else epilog)
+        self._argv: list[str] = []
+        self._backbone_statistics: tuple | None = None
         super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
         argv = sys.argv[1:] if args is None else args
         if isinstance(argv, list):
+            self._argv = [str(a) for a in argv]
             check_recipe_requirements(config_files_in(argv))
         super().parse_arguments(parser, args)
 
@@ -147,6 +152,8 @@ class CLI(LightningCLI):
         # traceback through jsonargparse. Nothing has been written yet at this point.
         try:
             super().instantiate_classes()
+            if self._backbone_statistics:
+                self.datamodule.use_backbone_statistics(*self._backbone_statistics)
             if self._section().get("ensemble"):
                 self._evaluate_an_ensemble()
             for callback in self.trainer.callbacks:  # checks a callback can make before anything runs or is written
@@ -177,6 +184,39 @@ class CLI(LightningCLI):
                                         weights=parse_weights(config.ensemble_weights))
         self._take_image_size(config, self._ensemble.image_size, "--ensemble", "the members' input size")
         announce(self._ensemble)
+
+    def _data_option_given(self, key: str) -> bool:
+        """Whether the command line or one of its --config files sets `data.<key>` (the parsed config
+        holds the default and a given value alike)."""
+        if any(arg == f"--data.{key}" or arg.startswith(f"--data.{key}=") for arg in self._argv):
+            return True
+        for path in config_files_in(self._argv):
+            try:
+                data = (yaml.safe_load(Path(path).read_text()) or {}).get("data")
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if isinstance(data, dict) and (key in data or key in (data.get("init_args") or {})):
+                return True
+        return False
+
+    def _take_backbone_data_config(self, config) -> None:
+        """A pretrained timm backbone brings its own data config (timm's mean, std, input size): the
+        images are resized to its input size unless `data.image_size` is set on the command line or in
+        a config file, and `data.preprocess=published` normalizes with its mean/std (any other
+        `data.preprocess` is the config overriding them). Trained from scratch, the dataset's own size
+        and statistics apply: there are no weights to match."""
+        model = config.get("model") or {}
+        pretrained = bool((model.get("backbone_options") or {}).get("pretrained")) or bool(model.get("pretrained_checkpoint"))
+        published = pretrained_data_config(str(model.get("backbone") or "")) if pretrained else None
+        if published is None:
+            return
+        size = published["input_size"][-1]
+        if size != config.data.image_size and not self._data_option_given("image_size"):
+            self._take_image_size(config, size, "model.backbone", f"{model.backbone}'s pretrained input size")
+        if config.data.preprocess == "published":
+            self._backbone_statistics = (published["mean"], published["std"], str(model.backbone))
+            print(f"model.backbone: normalizing with {model.backbone}'s pretrained mean {published['mean']} and std "
+                  f"{published['std']} (set data.preprocess to use the dataset's own).", flush=True)
 
     def _evaluate_an_ensemble(self) -> None:
         """Replace the model by the ensemble, on a trainer without the training callbacks (the members were
@@ -242,6 +282,7 @@ class CLI(LightningCLI):
                 print("trainer.fast_dev_run checks the wiring, which barebones mode refuses: barebones is off for this run.")
                 trainer.barebones = False
         check_learning_rate(config.model)
+        self._take_backbone_data_config(config)
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):
             root = Path(trainer.default_root_dir or ".")

@@ -134,7 +134,8 @@ class ImageDataModule(LightningDataModule):
             transforms move along with the image (`shapes` always has masks).
         allow_identity_changing: run even if `augment` holds a transform the dataset declares
             identity-changing (A7, e.g. flips on digits); otherwise that fails at start.
-        preprocess: `published` (the dataset's published mean/std, measured when it has none),
+        preprocess: `published` (the dataset's published mean/std, measured when it has none; with
+            a pretrained timm backbone, the mean/std its weights were trained with),
             `center` (P1), `standardize` (P1+P2), `minmax` (P3), `zca` / `pca` (P4), `none`;
             measured on the training split and saved in checkpoints.
         whiten_eps: added to the covariance eigenvalues before whitening (P4).
@@ -238,6 +239,7 @@ class ImageDataModule(LightningDataModule):
         if corrupt_images not in datasets.CORRUPT_IMAGES:
             raise ValueError(f"data.corrupt_images={corrupt_images!r}: use one of {', '.join(datasets.CORRUPT_IMAGES)}.")
         self.skipped_images: frozenset[Path] = frozenset()
+        self._backbone_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         if spec.from_folder:
             self.classes = datasets.image_folder_classes(self.root)  # fails now, not mid-fit
             self.skipped_images = datasets.check_images(self.root, corrupt_images)
@@ -327,7 +329,21 @@ class ImageDataModule(LightningDataModule):
         return batches_of(TransformedDataset(self.splits.train, base), num_workers=self.num_workers)
 
     def _published_stats(self) -> tuple | None:
-        return self.spec.stats
+        return self._backbone_stats or self.spec.stats
+
+    def use_backbone_statistics(self, mean: tuple[float, ...], std: tuple[float, ...], source: str) -> None:
+        """Normalize with the mean/std a pretrained backbone's weights were trained with (`source`, e.g.
+        timm's data config) instead of the dataset's: what `data.preprocess=published` means once the
+        weights come from elsewhere. The CLI calls this for pretrained timm backbones. RGB statistics on
+        grayscale data are averaged over colour: timm loads RGB weights into a one-channel stem by
+        summing the filters, so a gray value acts as that value in all three channels."""
+        if self.preprocess != "published":
+            raise ValueError(f"{source}'s statistics replace data.preprocess=published only (it is {self.preprocess!r}).")
+        if len(mean) != self.num_channels:
+            mean = (sum(mean) / len(mean),) * self.num_channels
+            std = (sum(std) / len(std),) * self.num_channels
+        self._backbone_stats = (tuple(mean), tuple(std))
+        self.preprocess_state = None  # a checkpoint's saved statistics still win (load_state_dict)
 
     # ------------------------------------------------------------------------- pre-processing (P1–P4)
     def fit_preprocessing(self) -> dict[str, torch.Tensor]:
