@@ -44,13 +44,16 @@ demo: venv
 	  echo "training time : $$(../../../$(BIN)/python -c "print(round($$end - $$start, 1))") s (lightning fit on $$(nproc) cores, start-up included)" && \
 	  echo "W&B run       : $$(grep -oE 'run saved in [^;]*|View run at .*' fit.log | tail -1 | sed 's/^run saved in //')"
 
-# make studies — the lecture's claims as figures + tables in docs/studies/ (13 min on 2 cores); make study NAME=init
+# make study NAME=regularization DATA=<folder with FashionMNIST/raw> — one study on real Fashion-MNIST, a `compare`
+# run written to docs/studies/ (<= 40 min on 2 cores; the same command resumes a killed one). make studies: all.
+# The reduced digits versions run in make test (benchmarks/studies.py --reduced).
+DATA ?= data
 .PHONY: studies study
 studies: venv
-	$(BIN)/python benchmarks/studies.py
+	$(BIN)/python benchmarks/fashion_studies.py --data $(DATA)
 
 study: venv
-	$(BIN)/python benchmarks/studies.py --only $(NAME)
+	$(BIN)/python benchmarks/fashion_studies.py --only $(NAME) --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build

@@ -1,8 +1,9 @@
-"""Studies: the lecture's claims reproduced on the embedded digits data, one figure and one table each.
+"""Studies on the embedded digits data: the small, fast versions of the Fashion-MNIST studies
+(benchmarks/fashion_studies.py, `make study`), one figure and one table each.
 
-    make studies                                   # all six, into docs/studies/
-    make study NAME=init                           # one of: init activations regularization lr augmentation ensembles
-    python benchmarks/studies.py --reduced --out /tmp/s   # 1-2 epochs, tiny sizes (the tests run this)
+    python benchmarks/studies.py --out build/studies-digits          # all six (13 min on 2 cores)
+    python benchmarks/studies.py --only init --out build/studies-digits
+    python benchmarks/studies.py --reduced --out /tmp/s   # 1-2 epochs, tiny sizes (make test runs this)
 
 Every study is a small seeded set of training runs through a project generated from the template
 (cookiecutter into a temporary folder, imported as its package): the generated `ImageClassifier`,
@@ -633,7 +634,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=STUDIES, action="append", help="run this study only (repeatable)")
     parser.add_argument("--reduced", action="store_true", help="1-2 epochs, tiny sizes: a smoke test")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "studies", help="where the .md and .png go")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "studies-digits", help="where the .md and .png go")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     # Small tensors: one intra-op thread is ~10x faster than two on 2 cores shared with other work (measured).

@@ -37,7 +37,7 @@ from typing_extensions import override
 
 from ..utils.plots import line_plot
 from ..utils.probe import ForwardHooks
-from ._diagnostics import Finding, Section, announce
+from ._diagnostics import TRY, Finding, Section, announce
 
 __all__ = ["ActivationHealth", "activation_stats", "health_findings"]
 
@@ -79,23 +79,26 @@ def health_findings(layers: dict[str, dict[str, float]], grads: dict[str, float]
     dead = {n: s["dead"] for n, s in layers.items() if s["dead"] > max_dead}
     if dead:
         found.append(Finding("F8", "dead ReLUs: " + ", ".join(f"{n} {v:.0%}" for n, v in dead.items()),
-                             "lower the LR, check the init (He, I4), or try Leaky ReLU / PReLU"))
+                             "lower the LR, check the init (He, I4), or try Leaky ReLU / PReLU", recipes=TRY["dead"]))
     saturated = {n: s["saturated"] for n, s in layers.items() if s["saturated"] > max_saturated}
     if saturated:
         found.append(Finding("F8", "saturated sigmoid/tanh: " + ", ".join(f"{n} {v:.0%}" for n, v in saturated.items()),
-                             "saturation kills the gradient: use ReLU (never sigmoid), or calibrate the init (I3)"))
+                             "saturation kills the gradient: use ReLU (never sigmoid), or calibrate the init (I3)",
+                             recipes=TRY["saturated"]))
     symmetric = [n for n, s in layers.items() if s["symmetric"]]
     if symmetric:
         found.append(Finding("I1", "symmetric units (all units of a layer identical): " + ", ".join(symmetric),
-                             "every unit computes the same gradient: use a random init (He, I4), never all-zero"))
+                             "every unit computes the same gradient: use a random init (He, I4), never all-zero",
+                             recipes=TRY["symmetric"]))
     norms = list(grads.values())
     if norms:
         if not all(math.isfinite(v) for v in norms) or max(norms) > exploding_norm:
             found.append(Finding("F8", f"exploding gradients (largest weight-gradient norm {max(norms):.3g})",
-                                 "lower the LR, clip gradients, or add BatchNorm"))
+                                 "lower the LR, clip gradients, or add BatchNorm", recipes=TRY["exploding"]))
         elif norms[-1] > 0 and norms[0] < vanishing_ratio * norms[-1]:
             found.append(Finding("I2", f"vanishing gradients (first layer {norms[0]:.2e} vs last {norms[-1]:.2e})",
-                                 "use ReLU and He init (I4) or BatchNorm; small random init diminishes the gradient signal"))
+                                 "use ReLU and He init (I4) or BatchNorm; small random init diminishes the gradient signal",
+                                 recipes=TRY["vanishing"]))
     return found
 
 

@@ -36,7 +36,7 @@ from torchvision.utils import make_grid
 from typing_extensions import override
 
 from ..utils.plots import figure, grid_shape, line_plot, to_image
-from ._diagnostics import Finding, Section, announce, run_folder, wandb_logger
+from ._diagnostics import TRY, Finding, Section, announce, run_folder, wandb_logger
 
 __all__ = ["FirstLayerFilters", "filter_grid", "first_conv", "high_frequency_ratio"]
 
@@ -185,7 +185,7 @@ class FirstLayerFilters(Callback):
         noisy = score > self.noise_threshold
         verdict, advice = NOISY if noisy else SMOOTH
         return [Finding("D4", f"{verdict} (high-frequency ratio {score:.2f}, noisy above {self.noise_threshold})", advice,
-                        healthy=not noisy)]
+                        healthy=not noisy, recipes=TRY["noisy_filters"] if noisy else ())]
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -38,7 +38,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from ..utils.plots import line_plot
-from ._diagnostics import Finding, Section, announce
+from ._diagnostics import TRY, Finding, Section, announce
 
 __all__ = ["CurveDiagnosis", "LossCurveDiagnosis", "diagnose_loss_curve"]
 
@@ -199,9 +199,12 @@ class LossCurveDiagnosis(Callback):
     def findings(self) -> list[Finding]:
         if self.diagnosis is None:
             return []
-        found = [Finding("D1", self.diagnosis.verdict, self.diagnosis.advice, healthy=self.diagnosis.kind == "good")]
+        kind = self.diagnosis.kind
+        found = [Finding("D1", self.diagnosis.verdict, self.diagnosis.advice, healthy=kind == "good",
+                         recipes=TRY.get(f"lr_{kind}", ()))]
         if self.diagnosis.noisy:
-            found.append(Finding("D2", NOISY[0] + f" (noise {self.diagnosis.noise:.2f} of the first loss)", NOISY[1]))
+            found.append(Finding("D2", NOISY[0] + f" (noise {self.diagnosis.noise:.2f} of the first loss)", NOISY[1],
+                                 recipes=TRY["noisy_loss"]))
         return found
 
     def _diagnose(self, trainer, when: str) -> None:

@@ -47,8 +47,9 @@ class TrickModule(Protocol):
     # is re-initialized when set and no layer is marked) and finetune_parts.ensure_pretrained (warns when None).
     pretrained_source: str | None
 
-    # Lightning's own (save_hyperparameters); ImageClassifier saves the key "backbone" (its name).
-    # Read by ActivationSwap to name the backbone in its error message.
+    # Lightning's own (save_hyperparameters); ImageClassifier saves the keys "backbone" (its name) and
+    # "backbone_options". Read by ActivationSwap to name the backbone in its error message, and by
+    # TrainValGap to suggest only the recipes that fit the backbone.
     hparams: Mapping[str, Any]
 
     # Set by ActivationSwap.setup (the activation swapped in) on the module it rewrote; read by ActivationSwap

@@ -16,6 +16,10 @@ Rules (thresholds are arguments): gap = train accuracy - validation accuracy;
     under-capacity: gap <= `max_gap` and train accuracy < `min_accuracy` (the model cannot even
         fit its training data: "no gap" is only a problem when accuracy is low);
     good: otherwise. `min_accuracy` is task-dependent: 0.9 suits digits/MNIST, lower it for CIFAR-100.
+
+Recipes to try (the finding's `recipes`, for the report's `compare` command): overfitting, augmentations
+valid on any dataset and regularizers; under-capacity, `model/wider`. Those that set the default sized
+convnet's options are left out when the module's `hparams` name another backbone or options of their own.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from ..utils.plots import line_plot
-from ._diagnostics import Finding, Section, announce
+from ._diagnostics import TRY, Finding, Section, announce, fitting_recipes
 
 __all__ = ["GapDiagnosis", "TrainValGap", "diagnose_gap"]
 
@@ -100,6 +104,8 @@ class TrainValGap(Callback):
         self.max_gap, self.min_accuracy = max_gap, min_accuracy
         self.history: list[tuple[int, float, float]] = []
         self.diagnosis: GapDiagnosis | None = None
+        self.backbone: str | None = None  # the module's hparams "backbone" and "backbone_options", when it has them
+        self.backbone_options: dict | None = None
         self._warned = False
 
     @override
@@ -113,6 +119,8 @@ class TrainValGap(Callback):
                                f"{sorted(metrics)}. Set train_metric/val_metric to the accuracy your module logs.")
             return
         train, val = float(metrics[self.train_metric]), float(metrics[self.val_metric])
+        hparams = getattr(pl_module, "hparams", {})
+        self.backbone, self.backbone_options = hparams.get("backbone"), hparams.get("backbone_options")
         self.history.append((trainer.current_epoch, train, val))
         self.diagnosis = diagnose_gap(train, val, self.max_gap, self.min_accuracy)
         announce(trainer, "D3_verdict", self.findings()[0])
@@ -120,7 +128,9 @@ class TrainValGap(Callback):
     def findings(self) -> list[Finding]:
         if self.diagnosis is None:
             return []
-        return [Finding("D3", self.diagnosis.verdict, self.diagnosis.advice, healthy=self.diagnosis.kind == "good")]
+        kind = self.diagnosis.kind
+        return [Finding("D3", self.diagnosis.verdict, self.diagnosis.advice, healthy=kind == "good",
+                        recipes=fitting_recipes(TRY.get(kind, ()), self.backbone, self.backbone_options))]
 
     def report_section(self) -> Section:
         epochs = [e for e, _, _ in self.history]

@@ -8,7 +8,10 @@ Card:
     What: at fit end writes `<run folder>/report/report.md` with matplotlib PNGs (loss and LR curves
         annotated with the verdicts, train/val accuracy with the gap, filter grids over epochs,
         activation health, every epoch metric the module logged) and the list of findings with
-        advice; with a W&B logger the same images go to the run and the findings to its summary.
+        advice; each problem names the recipes to try, and one `lightning compare` command tries them
+        (at most 4 arms, seeds 0 1 2) against this run's own `config.yaml`, the resolved config the
+        project's CLI saves in the run folder. The command is printed at fit end too; with a W&B
+        logger the same images go to the run, the findings and the command to its summary.
     When it helps: after every run you mean to look at; one file to read instead of a dashboard.
     Cost: a few PNGs at the end of fit.
 
@@ -29,21 +32,37 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from typing_extensions import override
 
 from ..utils.plots import line_plot
-from ._diagnostics import Finding, Section, run_folder, wandb_logger
+from ._diagnostics import Finding, Section, compare_command, run_folder, wandb_logger
 
 __all__ = ["TrainingReport", "render_report"]
 
 
-def render_report(sections: list[Section], title: str = "Training report") -> tuple[str, dict]:
-    """Markdown text and {file name: PIL image} for `sections`; images are linked as `<name>.png`."""
+def _finding_item(finding: Finding) -> str:
+    tried = "" if finding.healthy or not finding.recipes else "; recipes to try: " + ", ".join(f"`{r}`" for r in finding.recipes)
+    return f"- **{finding.source}** {finding.verdict} → {finding.advice}{tried}"
+
+
+def render_report(sections: list[Section], title: str = "Training report",
+                  config: str | Path | None = None) -> tuple[str, dict]:
+    """Markdown text and {file name: PIL image} for `sections`; images are linked as `<name>.png`.
+    Under the findings, when a problem names recipes, the `compare` command that tries them against
+    `config` (the run's saved config; None: a placeholder)."""
     findings = [f for s in sections for f in s.findings]
     lines = [f"# {title}", "", "## Findings", ""]
     problems = [f for f in findings if not f.healthy]
-    lines += [f"- **{f.source}** {f.verdict} → {f.advice}" for f in problems + [f for f in findings if f.healthy]]
+    lines += [_finding_item(f) for f in problems + [f for f in findings if f.healthy]]
     if not findings:
         lines.append("- no diagnostic had enough data for a verdict")
     elif not problems:
         lines += ["", "Nothing to fix: every diagnostic is healthy."]
+    command = compare_command(problems, config)
+    if command:
+        lines += ["", f"Try: `{command}`", "",
+                  "(each arm is this run's config plus one recipe, trained with the baseline on the same seeds; "
+                  "`compare` reports the paired differences with 95 % CIs)"]
+        if config is not None and not Path(config).is_file():
+            lines.append(f"(no `{config}`: the project's CLI saves it; after a fit without it, give that fit's own "
+                         "arguments after `--`)")
     images: dict = {}
     for section in sections:
         lines += ["", f"## {section.title}", ""]
@@ -63,7 +82,8 @@ class TrainingReport(Callback):
         folder_name: sub-folder of the run folder that receives `report.md` and the PNGs.
 
     `self.path` is the written `report.md` (None when nothing was written), `self.markdown` its
-    text, `self.findings` the findings.
+    text, `self.findings` the findings, `self.command` the `compare` command for the problems (None
+    when nothing is to fix).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -79,6 +99,7 @@ class TrainingReport(Callback):
         self.path: Path | None = None
         self.markdown = ""
         self.findings: list[Finding] = []
+        self.command: str | None = None
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -107,8 +128,10 @@ class TrainingReport(Callback):
         sections = [cb.report_section() for cb in trainer.callbacks if cb is not self and hasattr(cb, "report_section")]
         sections.append(self._metrics_section())
         self.findings = [f for s in sections for f in s.findings]
-        self.markdown, images = render_report(sections)
         folder = run_folder(trainer)
+        config = folder / "config.yaml" if folder is not None else None  # where the project's CLI saved it
+        self.command = compare_command([f for f in self.findings if not f.healthy], config)
+        self.markdown, images = render_report(sections, config=config)
         if folder is not None:
             target = folder / self.folder_name
             target.mkdir(parents=True, exist_ok=True)
@@ -119,9 +142,13 @@ class TrainingReport(Callback):
             rank_zero_info(f"Training report: {self.path}")
         for finding in self.findings:
             if not finding.healthy:
-                rank_zero_info(f"finding: {finding.line()}")
+                rank_zero_info(f"finding: {finding.line(recipes=True)}")
+        if self.command:
+            rank_zero_info(f"Try: {self.command}")
         logger = wandb_logger(trainer)
         if logger is not None:
             for name, image in images.items():
                 logger.log_image(f"report/{name.removesuffix('.png')}", [image])
-            logger.experiment.summary["diagnose/findings"] = "\n".join(f.line() for f in self.findings)
+            logger.experiment.summary["diagnose/findings"] = "\n".join(f.line(recipes=True) for f in self.findings)
+            if self.command:
+                logger.experiment.summary["diagnose/try"] = self.command

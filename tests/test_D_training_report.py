@@ -1,10 +1,14 @@
 """D1–D4, F8 — the end-of-fit report: Markdown + PNGs in the run folder, the same in an offline W&B run;
-nothing written under fast_dev_run; and the overhead benchmark of all diagnostics (printed, not asserted)."""
+nothing written under fast_dev_run; every problem names recipes to try and one `lightning compare` command
+that compare's own parser accepts (none when healthy); and the overhead benchmark of all diagnostics
+(printed, not asserted)."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
+import shlex
 import time
 
 import pytest
@@ -14,6 +18,11 @@ from pytorch_lightning.loggers import CSVLogger
 from tiny import digits_convnet, quiet_trainer
 
 from cnn_tricks.callbacks import ActivationHealth, FirstLayerFilters, LossCurveDiagnosis, TrainingReport, TrainValGap
+from cnn_tricks.callbacks._diagnostics import TRY, Finding, compare_command, recipes_to_try
+from cnn_tricks.callbacks.train_val_gap import diagnose_gap
+from cnn_tricks.callbacks.training_report import render_report
+
+from conftest import RECIPES
 
 
 def diagnostics() -> list:
@@ -44,6 +53,10 @@ def test_D_report_file_with_plots_and_findings_in_the_run_folder(pkg, tmp_path):
     assert "## Findings" in text and "**D1** good LR" in text and "**D3**" in text and "**D4**" in text and "**F8**" in text
     assert {f.source for f in report.findings} >= {"D1", "D3", "D4", "F8"}
     assert (tmp_path / "runs" / "digits" / "version_0" / "filters" / "epoch_001.png").is_file()
+    # whatever the findings, the printed command is the one for this run's problems and its saved config
+    config = tmp_path / "runs" / "digits" / "version_0" / "config.yaml"
+    assert report.command == compare_command([f for f in report.findings if not f.healthy], config)
+    assert (f"Try: `{report.command}`" in text) if report.command else "Try:" not in text
 
 
 def test_D_report_goes_to_an_offline_wandb_run(pkg, tmp_path, monkeypatch):
@@ -90,6 +103,82 @@ def test_D_fast_dev_run_writes_nothing_but_runs_every_diagnostic(pkg, tmp_path, 
     assert list(tmp_path.iterdir()) == []
     assert callbacks[-1].path is None and "## Findings" in callbacks[-1].markdown
     assert len(callbacks[2].grids) == 1 and len(callbacks[3].samples) == 1
+
+
+def gap_section(train_acc: float, val_acc: float, backbone: str | None = None, backbone_options: dict | None = None):
+    gap = TrainValGap()
+    gap.diagnosis, gap.backbone, gap.backbone_options = diagnose_gap(train_acc, val_acc), backbone, backbone_options
+    return gap.report_section()
+
+
+def test_D_overfitting_names_recipes_and_a_compare_command_that_compare_accepts(pkg, project, tmp_path, monkeypatch):
+    compare = importlib.import_module(f"{pkg.__name__}.compare")
+    section = gap_section(1.0, 0.6)
+    (finding,) = section.findings
+    assert not finding.healthy and finding.recipes == TRY["overfitting"]
+    assert finding.recipes[:4] == ("augment/pad-crop", "regularize/dropout", "augment/mixup", "regularize/max-norm")
+    assert "augment/flip" not in finding.recipes  # a mirrored digit is another digit
+    config = tmp_path / "runs" / "digits" / "version_0" / "config.yaml"  # where the project's CLI saves the run's config
+    config.parent.mkdir(parents=True)
+    config.write_text((project / "configs" / "default.yaml").read_text())
+    text, _ = render_report([section], config=config)
+    print(text)
+    assert "recipes to try: `augment/pad-crop`, `regularize/dropout`" in text and "Nothing to fix" not in text
+    command = re.search(r"^Try: `(.+)`$", text, re.MULTILINE).group(1)
+    argv = shlex.split(command)
+    assert argv[:2] == ["lightning", "compare"] and "compare" in importlib.import_module(f"{pkg.__name__}.cli").COMMANDS
+    monkeypatch.chdir(project)  # recipe paths are relative to the project folder, as in `compare`
+    comparison, jobs = compare.build_comparison(argv[2:])
+    assert [(arm.name, arm.recipes) for arm in comparison.arms] == [
+        ("baseline", ()), ("pad-crop", ("recipes/augment/pad-crop.yaml",)), ("dropout", ("recipes/regularize/dropout.yaml",)),
+        ("mixup", ("recipes/augment/mixup.yaml",)), ("max-norm", ("recipes/regularize/max-norm.yaml",))]
+    assert comparison.baseline_args == ("--config", str(config)) and comparison.units == (0, 1, 2) and jobs == 1
+
+
+def test_D_healthy_report_prints_no_command(pkg, tmp_path):
+    text, _ = render_report([gap_section(0.99, 0.97)], config=tmp_path / "config.yaml")
+    assert "Nothing to fix: every diagnostic is healthy." in text
+    assert "Try:" not in text and "compare" not in text and "recipes to try" not in text
+    report = TrainingReport()
+    fit(pkg, [report], logger=CSVLogger(tmp_path), epochs=1, limit_train_batches=2, limit_val_batches=1)
+    assert report.command is None and "Try:" not in report.markdown
+
+
+def test_D_arms_are_few_deduplicated_one_per_problem_first_and_fit_the_backbone():
+    overfit = Finding("D3", "overfitting", "regularize", recipes=TRY["overfitting"])
+    noisy_filters = Finding("D4", "noisy filters", "regularize", recipes=TRY["noisy_filters"])
+    dead = Finding("F8", "dead ReLUs", "another activation", recipes=TRY["dead"])
+    smooth = Finding("D4", "smooth", "nothing", healthy=True, recipes=("init/he",))
+    assert recipes_to_try([overfit, noisy_filters, dead, smooth]) == [
+        "augment/pad-crop", "regularize/max-norm", "activation/leaky-relu", "regularize/dropout"]
+    assert compare_command([smooth], "c.yaml") is None
+    same_name = Finding("X", "x", "y", recipes=("regularize/l2", "other/l2"))
+    assert "--arm l2=recipes/regularize/l2.yaml --arm other-l2=recipes/other/l2.yaml" in compare_command([same_name], "c.yaml")
+    assert "<run folder>/config.yaml" in compare_command([dead], None)  # fast_dev_run: no run folder
+    # under-capacity: a wider sized convnet, named only where the recipe fits: the default sized convnet, not
+    # another backbone, nor a run with options of its own (the recipe's backbone_options would replace them)
+    (under,) = gap_section(0.4, 0.38).findings
+    assert under.recipes == ("model/wider",) and gap_section(0.4, 0.38, backbone="sized_convnet").findings[0].recipes == ("model/wider",)
+    assert gap_section(0.4, 0.38, backbone="resnet18").findings[0].recipes == ()
+    assert gap_section(0.4, 0.38, "sized_convnet", {"widths": [8, 16]}).findings[0].recipes == ()
+    assert "regularize/dropout" not in gap_section(1.0, 0.6, backbone="resnet18").findings[0].recipes
+    with pytest.raises(ValueError, match="'dropout' is not a recipe name"):
+        Finding("D3", "x", "y", recipes=("dropout",))
+
+
+def test_D_every_recipe_a_diagnosis_names_exists():
+    named = {recipe for recipes in TRY.values() for recipe in recipes}
+    assert not [r for r in sorted(named) if not (RECIPES / f"{r}.yaml").is_file()]
+
+
+def test_D_model_wider_doubles_the_sized_convnet_widths(pkg, cli_in_process):
+    from torch import nn
+
+    def widths(cli) -> list[int]:
+        return list(dict.fromkeys(m.out_channels for m in cli.model.backbone.modules() if isinstance(m, nn.Conv2d)))
+
+    base = widths(cli_in_process([], "--trainer.logger=false"))
+    assert widths(cli_in_process(["model/wider"], "--trainer.logger=false")) == [2 * w for w in base] == [64, 128, 256]
 
 
 def test_D_report_alone_plots_the_epoch_metrics(pkg, tmp_path):

@@ -214,13 +214,16 @@ def test_size_check_makes_no_difference_zero_init_is_worse_and_an_interrupted_co
 def test_folds_train_every_arm_on_each_fold_with_one_seed_in_one_wandb_group(pkg, project, home, tmp_path):
     root = tmp_path / "compare"
     command = [sys.executable, "-m", pkg.__name__, "compare", "--folds", "3", "--jobs", "3", "--root", str(root), "--",
-               *baseline_args(project, tmp_path / "wandb", csv_logger=False)]  # the project's W&B logger, offline
+               *baseline_args(project, tmp_path / "wandb", csv_logger=False),  # the project's W&B logger, offline
+               "--config", str(project / "recipes/diagnose/lr-curve.yaml")]
     out = run(command, cwd=tmp_path, env=offline_env(home, project)).stdout
     (folder,) = root.glob("compare-*")
     results = {p.stem: json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")}
     assert sorted(results) == ["baseline-fold0", "baseline-fold1", "baseline-fold2"]
     assert [(r["num_folds"], r["fold"], r["seed_everything"]) for _, r in sorted(results.items())] == [(3, 0, 0), (3, 1, 0), (3, 2, 0)]
     assert "3 folds" in out and out.strip().splitlines()[-1].startswith("compare report: ")
+    # Each result carries what the run's diagnostics concluded (here the LR-curve diagnosis, D1).
+    assert all(any(line.startswith("[D1] ") for line in r["findings"]) for r in results.values()), results
 
     # Every run and the summary are in the comparison's W&B group; the summary holds the table.
     loggers, groups, logged = importlib.import_module(f"{pkg.__name__}.loggers"), {}, set()

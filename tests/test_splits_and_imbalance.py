@@ -117,6 +117,25 @@ def test_same_seed_same_split_other_seed_other_split(pkg):
     assert val_indices(0) == first and val_indices(1) != first
 
 
+def test_train_fraction_is_a_stratified_subset_of_the_training_split_only(pkg):
+    whole = pkg.ImageDataModule("digits")
+    whole.setup("fit")
+    part = pkg.ImageDataModule("digits", train_fraction=0.1)
+    part.setup("fit")
+    chosen = [part.splits.train.dataset.indices[i] for i in part.splits.train.indices]  # a subset of the split
+    assert set(chosen) <= set(whole.splits.train.indices) and len(set(chosen)) == len(chosen)
+    assert len(chosen) == round(0.1 * len(whole.splits.train))
+    expected = class_counts(pkg, whole.splits.train) * 0.1
+    assert (class_counts(pkg, part.splits.train) - expected).abs().max() < 1.0  # every class in its share
+    assert part.splits.val.indices == whole.splits.val.indices and part.splits.test.indices == whole.splits.test.indices
+    torch.manual_seed(5)  # the training seed plays no part: the same subset
+    again = pkg.ImageDataModule("digits", train_fraction=0.1)
+    again.setup("fit")
+    assert again.splits.train.indices == part.splits.train.indices
+    with pytest.raises(ValueError, match=r"data.train_fraction=0: use a fraction in \(0, 1\], e.g. 0.1"):
+        pkg.ImageDataModule("digits", train_fraction=0)
+
+
 def test_k_folds_are_disjoint_cover_the_pool_and_stratified(pkg):
     folds = []
     for fold in range(3):

@@ -3,6 +3,7 @@ and pre-processing statistics measured on the training split (P1–P4)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from contextlib import contextmanager
@@ -122,6 +123,9 @@ class ImageDataModule(LightningDataModule):
         split_seed: seed of those splits, independent of the training seed.
         num_folds, fold: k-fold cross-validation (E2): with num_folds > 1, fold `fold` of the pooled
             train+val data validates and the other folds train; the test split is unchanged.
+        train_fraction: train on a stratified subset of this size of the training split (the data-scarce
+            regime, learning curves); validation and test stay whole. Drawn with `split_seed`, so every
+            training seed sees the same subset.
         download: fetch torchvision datasets when missing (needs the network).
         corrupt_images: what to do with image-folder files PIL cannot open, found by a header check
             of every file when the DataModule is built (before any run starts): `skip` leaves them
@@ -179,6 +183,7 @@ class ImageDataModule(LightningDataModule):
         split_seed: int = 0,
         num_folds: int = 1,
         fold: int = 0,
+        train_fraction: float = 1.0,
         download: bool = True,
         corrupt_images: Literal["skip", "error"] = "skip",
         augment: list[nn.Module] | None = None,
@@ -210,6 +215,9 @@ class ImageDataModule(LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         check_folds(num_folds, fold)
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction={train_fraction}: use a fraction in (0, 1], e.g. 0.1 for a 10% subset.")
+        self.train_fraction = train_fraction
         self.num_folds, self.fold = num_folds, fold
         self.download = download
         self.augment = list(augment or [])
@@ -405,6 +413,9 @@ class ImageDataModule(LightningDataModule):
             masks=self.masks, skip=self.skipped_images,
         ))
         self.splits = k_fold_splits(self.splits, self.num_folds, self.fold, self.split_seed)  # E2; as is when num_folds=1
+        if self.train_fraction < 1.0:  # the same stratified subset for every training seed (split_seed decides)
+            subset = datasets.carve(self.splits.train, (self.train_fraction,), self.split_seed)[1]
+            self.splits = dataclasses.replace(self.splits, train=subset)
         # Pipelines (and pre-processing statistics) are built at the first dataloader: Lightning
         # restores a checkpoint's statistics after `setup`, so they are never measured twice.
 

@@ -149,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "run_folder": str(run_folder(trainer)),
         "wandb": cli.wandb_settings,
         "device": str(torch.device(trainer.strategy.root_device)),
+        # What the diagnostic callbacks of the run concluded (D1-D4, F8), one line each: a study reads
+        # e.g. the LR-curve verdict per arm from here.
+        "findings": [finding.line() for callback in trainer.callbacks if callable(getattr(callback, "findings", None))
+                     for finding in callback.findings()],
     }
     if trainer.is_global_zero:
         _write_atomically(args.result, result)

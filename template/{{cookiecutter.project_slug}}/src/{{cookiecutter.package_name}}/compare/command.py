@@ -27,7 +27,7 @@ from .report import report, running_means
 from .runs import BASELINE, PACKAGE, Arm, Comparison, execute
 
 # A recipe that sets one of these would change which images train, validate or test: not a recipe to compare.
-SPLIT_KEYS = ("dataset", "val_fraction", "test_fraction", "split_seed", "num_folds", "fold", "root")
+SPLIT_KEYS = ("dataset", "val_fraction", "test_fraction", "split_seed", "num_folds", "fold", "train_fraction", "root")
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 

@@ -1,0 +1,55 @@
+"""The Fashion-MNIST studies (`make study NAME=...`, benchmarks/fashion_studies.py) are valid `compare` runs.
+
+Training them takes up to 40 minutes each, so `make test` checks what can break without training: every
+comparison of every study is a command line the generated project's `compare` accepts (recipes exist, no
+two recipes of one exclusive kind, no arm touching the data split), and a changed definition gets a new
+results folder instead of mixing with old runs."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import os
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def studies():
+    spec = importlib.util.spec_from_file_location("fashion_studies_runner", REPO / "benchmarks" / "fashion_studies.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def comparisons(module):
+    return [(study, comparison) for study in module.STUDIES.values() for comparison in study.comparisons]
+
+
+def test_every_study_comparison_is_a_command_compare_accepts(studies, pkg, project, monkeypatch):
+    command = importlib.import_module(f"{pkg.__name__}.compare.command")
+    monkeypatch.chdir(project)
+    for study, comparison in comparisons(studies):
+        argv, root = studies.compare_argv(study, comparison, project, studies.FIRST_SEEDS, jobs=2)
+        built, jobs = command.build_comparison(argv)
+        assert jobs == 2 and built.units == studies.FIRST_SEEDS
+        assert [arm.name for arm in built.arms] == ["baseline", *comparison.arms], study.name
+        assert built.root == root and root.is_relative_to(REPO / "docs" / "studies" / study.name)
+        for arm in built.arms:
+            assert all(os.path.isfile(project / recipe) for recipe in arm.recipes), (study.name, arm)
+
+
+def test_a_changed_definition_gets_its_own_results_folder(studies, project):
+    study = studies.STUDIES["regularization"]
+    comparison = study.comparisons[0]
+    changed = copy.deepcopy(comparison.baseline)
+    changed["trainer"]["max_epochs"] += 1
+    _, root = studies.compare_argv(study, comparison, project, studies.FIRST_SEEDS, 1)
+    _, other = studies.compare_argv(study, studies.Comparison(comparison.key, comparison.label, changed, comparison.arms),
+                                    project, studies.FIRST_SEEDS, 1)
+    assert root != other and root.parent == other.parent
