@@ -409,17 +409,47 @@ def plain_tensor_loop(pkg, dm, epochs: int) -> EpochTimer:
     return timer
 
 
+def fashion_project(workdir: Path):
+    """A project generated with dataset=fashion_mnist (once per bench run) and its package."""
+    from cookiecutter.main import cookiecutter
+
+    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(workdir), overwrite_if_exists=True,
+                                extra_context={"project_name": "Bench Fashion", "dataset": "fashion_mnist"}))
+    if str(project / "src") not in sys.path:
+        sys.path.insert(0, str(project / "src"))
+    return project, importlib.import_module("bench_fashion")
+
+
+def bench_compare_jobs(data: Path, workdir: Path, quick: bool) -> list[dict]:
+    """`compare --jobs 2` against `--jobs 1` on the same comparison (2 arms x 2 seeds, a 10 % Fashion-MNIST
+    subset, the studies' small net), each from an empty folder: wall time of the whole command."""
+    project, pkg = fashion_project(workdir)
+    epochs, fraction = ("1", "0.02") if quick else ("3", "0.1")
+    baseline = ["--config", "configs/default.yaml", f"--data.root={data}", "--data.download=false", "--data.image_size=28",
+                f"--data.train_fraction={fraction}", "--data.batch_size=128", f"--trainer.max_epochs={epochs}",
+                "--trainer.limit_val_batches=8", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                "--model.backbone_options={widths: [16, 32, 64], convs_per_stage: 1}"]
+    env = {**os.environ, "PYTHONPATH": str(project / "src"), "WANDB_MODE": "offline"}
+
+    def wall(jobs: int) -> float:
+        root = workdir / f"compare-jobs{jobs}-{time.monotonic_ns()}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", pkg.__name__, "compare", "--arm", "l2=recipes/regularize/l2.yaml",
+                        "--seeds", "0", "1", "--jobs", str(jobs), "--root", str(root), "--", *baseline],
+                       cwd=project, env=env, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    one, two = wall(1), wall(2)
+    return [figure("compare, 4 runs on 2 cores: --jobs 2 against --jobs 1 (wall time)", "--jobs 2", [two],
+                   "--jobs 1", [one], "<= 0.6")]
+
+
 def bench_fashion_scale(data: Path, workdir: Path, epochs: int) -> list[dict]:
     """Full Fashion-MNIST (51,000 training images), the default recipe as generated with
     dataset=fashion_mnist: `lightning fit` (in-process CLI: progress bar off, W&B offline, checkpoints,
     per-sample DataLoader) against `plain_tensor_loop`, one run each, A then B. The ratio is of the
     median epoch after the first (the first pays for start-up work); whole-run times are printed too."""
-    from cookiecutter.main import cookiecutter
-
-    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(workdir), overwrite_if_exists=True,
-                                extra_context={"project_name": "Bench Fashion", "dataset": "fashion_mnist"}))
-    sys.path.insert(0, str(project / "src"))
-    pkg = importlib.import_module("bench_fashion")
+    project, pkg = fashion_project(workdir)
     config = project / "configs" / "default.yaml"
     start = time.perf_counter()
     ours = lightning_fit(pkg, config, epochs, [f"--data.root={data}", "--data.download=false",
@@ -476,7 +506,7 @@ def bench_callbacks(pkg, project: Path, repeats: int, recipes: list[str], steps:
     return rows
 
 
-FIGURES = ("overhead", "accuracy", "callbacks", "ensemble", "outage", "gpu", "fashion")
+FIGURES = ("overhead", "accuracy", "callbacks", "ensemble", "outage", "gpu", "fashion", "compare-jobs")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -514,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
             rows += bench_gpu(pkg, project, repeats, 2 if args.quick else 3, args.quick)
         if "fashion" in only and args.data is not None:
             rows += bench_fashion_scale(args.data.resolve(), Path(tmp) / "fashion", args.fashion_epochs)
+        if "compare-jobs" in only and args.data is not None:
+            rows += bench_compare_jobs(args.data.resolve(), Path(tmp) / "fashion", args.quick)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " + (
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")
     result = {"machine": machine, "quick": args.quick, "figures": rows}

@@ -1,10 +1,12 @@
-"""`<slug> export`: a digits checkpoint trained with recipes preprocess/standardize and activation/prelu
-becomes an ONNX / TorchScript file that takes raw [0, 1] images and returns the checkpoint's class
-probabilities — pre-processing inside, PReLU surgery rebuilt, any batch size; the printed parity figure is
-recomputed here from a model rebuilt independently; a bad --format or a failed parity check writes nothing."""
+"""`<slug> export`: digits checkpoints of the default model, of a resnet18 and of a model trained with recipes
+preprocess/standardize and activation/prelu become ONNX / TorchScript files that take raw [0, 1] images and
+return the checkpoint's class probabilities — pre-processing inside, PReLU surgery rebuilt, any batch size;
+the printed parity figure is recomputed here from a model rebuilt independently; a bad --format or a failed
+parity check writes nothing."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import re
@@ -29,30 +31,57 @@ def cli_main(pkg, args: list[str]):
     return importlib.import_module(f"{pkg.__name__}.cli").main(args)
 
 
+# name -> (model options, data.preprocess, the recipes the export command is given besides configs/default.yaml)
+CASES = {
+    "prelu-standardize": (TINY, "standardize", ("preprocess/standardize", "activation/prelu")),
+    "default": ({}, "published", ()),  # digits publishes no statistics: measured on the training split
+    "resnet18": ({"backbone": "resnet18"}, "published", ()),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def checkpoint(pkg, tmp_path_factory):
-    """3 SGD steps on digits with standardized inputs and every activation swapped to PReLU, as the two recipes do."""
+def checkpoint(pkg, case, tmp_path_factory):
+    return train_checkpoint(pkg, case, tmp_path_factory.mktemp("export") / f"{case}.ckpt")
+
+
+@pytest.fixture(scope="module")
+def prelu_checkpoint(pkg, tmp_path_factory):
+    return train_checkpoint(pkg, "prelu-standardize", tmp_path_factory.mktemp("refusals") / "prelu-standardize.ckpt")
+
+
+def train_checkpoint(pkg, case: str, path):
+    """3 SGD steps on digits with the case's model and pre-processing (and every activation swapped to PReLU
+    for prelu-standardize, as the recipe does), saved at `path`."""
+    options, preprocess, recipes = CASES[case]
     torch.manual_seed(0)
-    model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=IMAGE_SIZE, **TINY)
-    data = pkg.ImageDataModule("digits", image_size=IMAGE_SIZE, batch_size=32, preprocess="standardize")
-    trainer = quiet_trainer(callbacks=[callbacks(pkg).ActivationSwap("prelu", prelu_init=0.25)], max_steps=3,
-                            limit_val_batches=0, num_sanity_val_steps=0)
+    # A small LR: 3 steps at the default 0.1 saturate a resnet18 into one class, where parity would be trivial.
+    model = pkg.ImageClassifier(num_classes=10, in_channels=1, image_size=IMAGE_SIZE,
+                                optimizer=functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9), **options)
+    data = pkg.ImageDataModule("digits", image_size=IMAGE_SIZE, batch_size=32, preprocess=preprocess)
+    swap = [callbacks(pkg).ActivationSwap("prelu", prelu_init=0.25)] if "activation/prelu" in recipes else []
+    trainer = quiet_trainer(callbacks=swap, max_steps=3, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)
-    path = tmp_path_factory.mktemp("export") / "prelu-standardize.ckpt"
     trainer.save_checkpoint(path)
     return path
 
 
 @pytest.fixture(scope="module")
-def reference(pkg, checkpoint):
+def reference(pkg, case, checkpoint):
     """(raw test images in [0, 1], the checkpoint's probabilities on them, the network alone on raw images),
-    rebuilt by hand: the module, its PReLU swap, the weights; the DataModule's restored statistics."""
+    rebuilt by hand: the module, its PReLU swap (if any), the weights; the DataModule's restored statistics."""
+    _, preprocess, recipes = CASES[case]
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = pkg.ImageClassifier(**saved["hyper_parameters"])
-    callbacks(pkg).ActivationSwap("prelu").setup(None, model, "test")
+    if "activation/prelu" in recipes:
+        callbacks(pkg).ActivationSwap("prelu").setup(None, model, "test")
     model.load_state_dict(saved["state_dict"])
     model.eval()
-    data = pkg.ImageDataModule("digits", image_size=IMAGE_SIZE, batch_size=32, preprocess="standardize")
+    data = pkg.ImageDataModule("digits", image_size=IMAGE_SIZE, batch_size=32, preprocess=preprocess)
     data.load_state_dict(saved["ImageDataModule"])
     data.setup("test")
     images, _ = next(iter(data.test_dataloader()))
@@ -61,10 +90,10 @@ def reference(pkg, checkpoint):
         return raw, model(images).softmax(-1), model(raw).softmax(-1)
 
 
-def export(pkg, project, capsys, checkpoint, output, fmt: str) -> tuple[float, list[str]]:
+def export(pkg, project, capsys, checkpoint, output, fmt: str, recipes=CASES["prelu-standardize"][2]) -> tuple[float, list[str]]:
     """`<slug> export` in-process (through cli.main's dispatch); the printed parity figure and the output lines."""
-    prelu = qualified_recipe(pkg, project / "recipes/activation/prelu.yaml", output.parent.parent)
-    configs = [project / "configs/default.yaml", project / "recipes/preprocess/standardize.yaml", prelu]
+    configs = [project / "configs/default.yaml",
+               *(qualified_recipe(pkg, project / f"recipes/{recipe}.yaml", output.parent.parent) for recipe in recipes)]
     args = ["export", *[item for c in configs for item in ("--config", str(c))], "--ckpt_path", str(checkpoint),
             "--format", fmt, "--output", str(output)]
     cli_main(pkg, args)
@@ -89,12 +118,13 @@ def check_file(run, reference, printed: float) -> None:
             assert (run(raw[:batch]) - probabilities[:batch]).abs().max().item() <= 1e-4
 
 
-def test_export_onnx_runs_in_onnxruntime_with_parity(pkg, project, checkpoint, reference, tmp_path, capsys, monkeypatch):
+def test_export_onnx_runs_in_onnxruntime_with_parity(pkg, project, case, checkpoint, reference, tmp_path, capsys,
+                                                     monkeypatch):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "model.onnx"
-    printed, lines = export(pkg, project, capsys, checkpoint, output, "onnx")
+    printed, lines = export(pkg, project, capsys, checkpoint, output, "onnx", CASES[case][2])
     assert lines[-1] == f"exported: {output}"
     assert "onnxruntime" in next(line for line in lines if line.startswith("parity:"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # one file, weights inside
@@ -103,16 +133,17 @@ def test_export_onnx_runs_in_onnxruntime_with_parity(pkg, project, checkpoint, r
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
-def test_export_torchscript_with_parity(pkg, project, checkpoint, reference, tmp_path, capsys, monkeypatch):
+def test_export_torchscript_with_parity(pkg, project, case, checkpoint, reference, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "model.pt"
-    printed, lines = export(pkg, project, capsys, checkpoint, output, "torchscript")
+    printed, lines = export(pkg, project, capsys, checkpoint, output, "torchscript", CASES[case][2])
     assert lines[-1] == f"exported: {output}"
     check_file(torch.jit.load(str(output)), reference, printed)
 
 
-def test_export_refuses_a_bad_format_and_a_failed_parity_writing_nothing(pkg, project, checkpoint, tmp_path, capsys,
+def test_export_refuses_a_bad_format_and_a_failed_parity_writing_nothing(pkg, project, prelu_checkpoint, tmp_path, capsys,
                                                                          monkeypatch):
+    checkpoint = prelu_checkpoint
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as refused:
         cli_main(pkg, ["export", "--ckpt_path", str(checkpoint), "--format", "tflite"])

@@ -150,6 +150,25 @@ def draw_figure(rows: Sequence[Row], comparison: Comparison, path: Path) -> None
     to_image(fig).save(path)
 
 
+def evaluated_lines(comparison: Comparison, results: dict[Run, dict[str, Any]]) -> str:
+    """One line per arm: what its test metrics measured (the runs' `evaluated`), and when that is not the best
+    checkpoint alone (an ensemble, SWA), the best checkpoint's own means next to it."""
+    tested = [m for m in METRICS if m.key.startswith("test_")]  # what the child also measured on the best checkpoint
+    lines = []
+    for arm in comparison.arms:
+        done = [r for run, r in results.items() if run.arm == arm.name]
+        if not done:
+            continue
+        what = ", ".join(dict.fromkeys(str(r.get("evaluated", "best checkpoint")) for r in done))
+        singles = [r for r in done if all(f"single_{m.key}" in r for m in tested)]
+        if singles and any(r.get(m.key) != r.get(f"single_{m.key}") for r in singles for m in tested):
+            means = ", ".join(f"{m.key} {sum(float(r[f'single_{m.key}']) for r in singles) / len(singles):.{m.digits}f}"
+                              for m in tested)
+            what += f" (the best checkpoint alone: {means})"
+        lines.append(f"- `{arm.name}`: {what}")
+    return "\n".join(lines)
+
+
 def write_markdown(rows: Sequence[Row], comparison: Comparison, results: dict[Run, dict[str, Any]], path: Path,
                    command_line: str) -> None:
     units = ", ".join(str(u) for u in comparison.units)
@@ -163,12 +182,15 @@ def write_markdown(rows: Sequence[Row], comparison: Comparison, results: dict[Ru
 
 `{command_line}`
 
-Every arm trained on {split}, tested on the same test split (best checkpoint).
+Every arm trained on {split}, tested on the same test split (what each arm tested: below the table).
 Baseline arguments: `{shlex.join(comparison.baseline_args)}`
 
 {arms}
 
 {markdown_table(rows, comparison.by)}
+
+What the test metrics measure, per arm:
+{evaluated_lines(comparison, results)}
 
 Mean over the {comparison.by}s with its 95 % Student-t confidence interval. The difference to the baseline is paired
 (same {comparison.by}) with its 95 % CI: `better`/`worse` when that CI excludes 0 (accuracy: higher is better; NLL,
