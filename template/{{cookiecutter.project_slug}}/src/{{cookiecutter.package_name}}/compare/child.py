@@ -171,7 +171,7 @@ def kept_ensemble(trainer: Trainer) -> tuple[str, list[Path]] | None:
 
     Read right after fit: loading a checkpoint into the Trainer would reset the callbacks' state to the file's.
     """
-    for callback in trainer.callbacks:
+    for callback in sorted(trainer.callbacks, key=lambda c: not isinstance(c, SnapshotEnsemble)):  # snapshots first
         if isinstance(callback, SnapshotEnsemble) and callback.snapshots:
             cycles = sorted(callback.snapshots)[-callback.ensemble_size:]
             found = f"snapshot ensemble of {len(cycles)}", [Path(callback.snapshots[c]) for c in cycles]
@@ -179,8 +179,8 @@ def kept_ensemble(trainer: Trainer) -> tuple[str, list[Path]] | None:
               and (callback.save_top_k > 1 or callback.save_top_k == -1) and callback.best_k_models):
             ranked = sorted(callback.best_k_models, key=lambda p: float(callback.best_k_models[p]),
                             reverse=callback.mode == "max")
-            kind = f"top-{len(ranked)} checkpoint ensemble" if callback.save_top_k > 1 else f"checkpoint ensemble of {len(ranked)} epochs"
-            found = kind, [Path(p) for p in ranked]
+            label = f"top-{len(ranked)} checkpoint ensemble" if callback.save_top_k > 1 else f"checkpoint ensemble of {len(ranked)} epochs"
+            found = label, [Path(p) for p in ranked]
         else:
             continue
         missing = [str(p) for p in found[1] if not p.is_file()]
