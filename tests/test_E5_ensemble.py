@@ -140,7 +140,13 @@ def test_E5_predict_and_test_with_a_trainer(pkg, members, ensemble_module):
     probs = torch.cat(trainer.predict(ensemble, datamodule=data))
     assert probs.shape == (270, 10) and torch.allclose(probs.sum(-1), torch.ones(270))
     (metrics,) = trainer.test(ensemble, datamodule=data, verbose=False)
-    assert {"test/acc", "test/nll", "test/member0_acc", "test/member2_nll"} <= set(metrics)
+    assert {"test/acc", "test/nll", "test/ece", "test/member0_acc", "test/member2_nll"} <= set(metrics)
+    # ECE of the combined probabilities over the whole test split, as torchmetrics' functional form computes it.
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    labels = torch.cat([batch[1] for batch in data.test_dataloader()])
+    expected = multiclass_calibration_error(probs, labels, num_classes=10, n_bins=15, norm="l1")
+    assert abs(metrics["test/ece"] - float(expected)) < 1e-5
 
 
 def test_E5_command_tests_an_ensemble_of_three_checkpoints_and_rejects_a_mismatch(pkg, project, members, home, tmp_path):

@@ -131,7 +131,7 @@ def draw_figure(rows: Sequence[Row], comparison: Comparison, path: Path) -> None
             ax.errorbar([x], [row.interval.mean], yerr=[[row.interval.mean - row.interval.low], [row.interval.high - row.interval.mean]],
                         fmt="o", color="tab:blue", capsize=5)
             ax.plot([x] * len(row.values), row.values, ".", color="black", alpha=0.4)
-        ax.set_xticks(range(len(arms)), arms, rotation=20)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", rotation_mode="anchor")
         ax.set_xlim(-0.5, len(arms) - 0.5)
         ax.set_title(f"{metric.label} ({'higher' if metric.higher_is_better else 'lower'} is better)", fontsize=10)
         if not with_differences:
@@ -143,7 +143,7 @@ def draw_figure(rows: Sequence[Row], comparison: Comparison, path: Path) -> None
             ax.errorbar([x], [diff.mean], yerr=[[diff.mean - diff.low], [diff.high - diff.mean]], fmt="o", capsize=5,
                         color=VERDICT_COLORS[mine[arm].verdict])
         ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(others)), others, rotation=20)
+        ax.set_xticks(range(len(others)), others, rotation=35, ha="right", rotation_mode="anchor")
         ax.set_xlim(-0.5, len(others) - 0.5)
         ax.set_title(f"difference to {BASELINE} (paired)", fontsize=10)
     fig.suptitle(f"{comparison.group}: {len(comparison.units)} {comparison.by}s, 95 % confidence intervals", fontsize=11)

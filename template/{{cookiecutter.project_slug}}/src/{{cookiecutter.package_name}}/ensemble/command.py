@@ -76,8 +76,8 @@ def announce(module: EnsembleModule) -> None:
 def report_test(metrics: dict[str, Any], members: int) -> None:
     accs = [float(metrics[f"test/member{i}_acc"]) for i in range(members)]
     print(f"test/acc of the members: {', '.join(f'{a:.4f}' for a in accs)}", flush=True)
-    print(f"test/acc of the ensemble: {float(metrics['test/acc']):.4f}  (test/nll {float(metrics['test/nll']):.4f})",
-          flush=True)
+    print(f"test/acc of the ensemble: {float(metrics['test/acc']):.4f}  (test/nll {float(metrics['test/nll']):.4f}, "
+          f"test/ece {float(metrics['test/ece']):.4f})", flush=True)
 
 
 def save_predictions(probs: torch.Tensor, module: EnsembleModule, output: Path) -> None:

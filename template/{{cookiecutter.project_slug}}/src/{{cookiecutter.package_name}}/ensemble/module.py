@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
+from torchmetrics.classification import MulticlassCalibrationError
 
 from ..utils.ensembling import (
     METHODS,
@@ -74,6 +75,9 @@ class EnsembleModule(LightningModule):
         same = all(dict(m.hparams) == dict(self.members[0].hparams) for m in self.members)
         self._homogeneous = same and stack_states([m.state_dict() for m in self.members]) is not None
         self._stacked: tuple[torch.device, dict[str, torch.Tensor]] | None = None
+        # Expected calibration error of the combined probabilities (15 equal-width bins, Guo et al. 2017):
+        # where ensembles are known to gain most.
+        self.val_ece, self.test_ece = (MulticlassCalibrationError(self.num_classes, n_bins=15, norm="l1") for _ in range(2))
 
     def train(self, mode: bool = True):
         return super().train(False)  # members are always evaluated (BatchNorm running statistics, no dropout)
@@ -100,6 +104,9 @@ class EnsembleModule(LightningModule):
         size = targets.numel()
         self.log(f"{stage}/acc", (probs.argmax(-1) == targets).float().mean(), batch_size=size, sync_dist=True)
         self.log(f"{stage}/nll", nll(probs, targets).mean(), batch_size=size, sync_dist=True)
+        ece = self.test_ece if stage == "test" else self.val_ece
+        ece.update(probs, targets)
+        self.log(f"{stage}/ece", ece, batch_size=size)
         for index, member in enumerate(logits):
             self.log(f"{stage}/member{index}_acc", (member.argmax(-1) == targets).float().mean(), batch_size=size, sync_dist=True)
             self.log(f"{stage}/member{index}_nll", nll(member.softmax(-1), targets).mean(), batch_size=size, sync_dist=True)
