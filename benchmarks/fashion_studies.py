@@ -24,11 +24,15 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +102,8 @@ class Study:
     # Files a study's arms read, made once and kept in docs/studies/<name>/ (committed), then copied into the
     # project: project-relative path -> the command (run in the project) that writes it to {out}.
     prepared: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Work after the comparisons (run in the project folder, or None with --page-only) that returns page lines.
+    after: Callable[[Study, Path | None], list[str]] | None = None
 
 
 TANDA_POLICY = "studies/augmentation/tanda-policy.pt"
@@ -222,7 +228,96 @@ def lr_schedules() -> Study:
     )
 
 
-STUDIES = {study.name: study for study in (regularization(), augmentation(), init(), activations(), lr_schedules())}
+ENSEMBLE_EPOCHS = 9  # the budget every arm gets; the seeds ensemble spends it on 3 members of 3 epochs
+
+
+def ensembles() -> Study:
+    single = merged(COMMON, {"trainer": {"max_epochs": ENSEMBLE_EPOCHS}, "data": {"train_fraction": 0.2}},
+                    cosine(ENSEMBLE_EPOCHS))
+    short = merged(single, {"trainer": {"max_epochs": ENSEMBLE_EPOCHS // 3}}, cosine(ENSEMBLE_EPOCHS // 3))
+    arms = {name: (f"ensemble/{name}",) for name in ("snapshot", "checkpoints", "ema", "swa")}
+    return Study(
+        "ensembles", "Ensembles at a matched training budget: snapshot, top-k checkpoints, EMA, SWA, seeds",
+        "The lecture's ensemble part: several models beat one, and snapshot ensembles (Huang et al. 2017) get most of "
+        "that for the price of one training run (CIFAR-10 with a 40-layer DenseNet: 5.24 % -> 4.99 % error at the same "
+        "budget, their Table 2 row with alpha0 = 0.2; the gain grows with the budget). Averaging weights (Polyak/EMA; "
+        "SWA, Izmailov et al. 2018) gives a flatter, better-calibrated single model. Ensembles are known to win most on "
+        "calibration (NLL, ECE; Lakshminarayanan et al. 2017), less on accuracy.",
+        f"Every arm spends the same {ENSEMBLE_EPOCHS} epochs on a stratified 20 % subset (10,200 images): one model "
+        "with a cosine schedule (`none`); the snapshot recipe (3 cosine cycles, the 3 snapshots averaged); the top-3 "
+        "checkpoints by validation loss averaged; EMA of the weights (decay 0.99 per step); SWA from 60 % of the run. "
+        f"The seeds ensemble trains 3 models of {ENSEMBLE_EPOCHS // 3} epochs (seeds 0-8, grouped 0-2, 3-5, 6-8) and "
+        "averages their probabilities; it has no seed-by-seed partner, so its difference to `none` is unpaired (Welch).",
+        (Comparison(f"budget-{ENSEMBLE_EPOCHS}", f"{ENSEMBLE_EPOCHS} epochs per arm", single, arms),
+         Comparison(f"short-{ENSEMBLE_EPOCHS // 3}", f"{ENSEMBLE_EPOCHS // 3}-epoch members for the seeds ensemble",
+                    short, {}, seeds=tuple(range(9)))),
+        published=(Published("snapshot", "Huang et al. 2017, Table 2 (CIFAR-10, DenseNet-40, single model -> snapshot "
+                             "ensemble at the same budget)", 5.24, 4.99),),
+        after=seed_ensembles,
+    )
+
+
+def seed_ensembles(study: Study, folder: Path | None) -> list[str]:
+    """Ensembles of three short runs (seeds 0-2, 3-5, 6-8: `<package> ensemble test` on their best checkpoints),
+    kept in docs/studies/ensembles/seed-ensembles.json, against the single model of the first comparison."""
+    short = study.comparisons[1]
+    found = read_results(DOCS / study.name / f"{short.key}-{definition_hash(short)}")
+    cache = DOCS / study.name / "seed-ensembles.json"
+    measured = json.loads(cache.read_text()) if cache.is_file() else {}
+    if found is not None and folder is not None:
+        runs = found[0] / "runs"
+        for group in ((0, 1, 2), (3, 4, 5), (6, 7, 8)):
+            key = "-".join(map(str, group))
+            if key in measured:
+                continue
+            members = [json.loads((runs / f"baseline-seed{s}.json").read_text())["checkpoint"] for s in group]
+            out = subprocess.run([sys.executable, "-m", PACKAGE, "ensemble", "test", *members, "--accelerator=cpu"],
+                                 cwd=folder, env=_env(folder), check=True, capture_output=True, text=True).stdout
+            # "test/acc of the ensemble: 0.9123  (test/nll 0.2500, test/ece 0.0200)"
+            found_line = re.search(r"test/acc of the ensemble: (\S+)\s+\(test/nll (\S+), test/ece (\S+)\)", out)
+            measured[key] = dict(zip(("test_acc", "test_nll", "test_ece"), map(float, found_line.groups()), strict=True))
+            cache.write_text(json.dumps(measured, indent=2))
+    single = study.comparisons[0]
+    base = read_results(DOCS / study.name / f"{single.key}-{definition_hash(single)}")
+    if len(measured) < 3 or base is None:
+        return ["### seeds ensemble", "", f"{len(measured)} of 3 ensembles measured so far.", ""]
+    baseline_runs = sorted((base[0] / "runs").glob("baseline-seed*.json"))
+    lines = ["### seeds ensemble (3 members x 3 epochs) against one model of 9 epochs", "",
+             "| metric | one model (`none`) [95% CI] | seeds ensemble [95% CI] | difference, unpaired [95% CI] | verdict |",
+             "|---|---|---|---|---|"]
+    for metric, higher in (("test_acc", True), ("test_nll", False), ("test_ece", False)):
+        ours = [m[metric] for m in measured.values()]
+        ref = [float(json.loads(r.read_text())[metric]) for r in baseline_runs]
+        (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = interval(ref), interval(ours)
+        diff, lo, hi = welch(ours, ref)
+        verdict = ("better" if (lo > 0) == higher else "worse") if lo > 0 or hi < 0 else "no detectable difference"
+        lines.append(f"| {metric} | {mean_a:.4f} [{lo_a:.4f}, {hi_a:.4f}] | {mean_b:.4f} [{lo_b:.4f}, {hi_b:.4f}] | "
+                     f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
+    return [*lines, ""]
+
+
+def interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval."""
+    from scipy import stats  # noqa: PLC0415  (scikit-learn's dependency; only the studies need it)
+
+    mean = statistics.fmean(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) with its 95 % Welch interval (unequal variances, unpaired)."""
+    from scipy import stats  # noqa: PLC0415
+
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
+STUDIES = {study.name: study for study in (regularization(), augmentation(), init(), activations(), lr_schedules(),
+                                           ensembles())}
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -298,10 +393,10 @@ def prepare(study: Study, folder: Path) -> None:
 
 
 def run_comparison(study: Study, comparison: Comparison, folder: Path, jobs: int) -> None:
-    argv, root = compare_argv(study, comparison, folder, FIRST_SEEDS, jobs)
+    argv, root = compare_argv(study, comparison, folder, comparison.seeds, jobs)
     execute(argv, folder)
     found = read_results(root)
-    if found and undecided(found[1]) and len(FIRST_SEEDS) < len(MORE_SEEDS):
+    if found and undecided(found[1]) and comparison.seeds == FIRST_SEEDS:
         more, _ = compare_argv(study, comparison, folder, MORE_SEEDS, jobs)
         done = found[0] / "runs"
         # The 3-seed results are runs of the same definition: the 5-seed comparison starts from them.
@@ -467,6 +562,8 @@ def write_page(study: Study) -> Path:
     lines += ["## Verdicts (paired 95 % CIs, not means)", "", *verdict_lines(results), ""]
     if study.published:
         lines += ["## Against the published figure", "", *published_lines(study, results), ""]
+    if study.after:
+        lines += study.after(study, None)
     if study.notes:
         lines += [study.notes, ""]
     page = DOCS / f"{study.name}.md"
@@ -496,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
             prepare(study, folder)
             for comparison in study.comparisons:
                 run_comparison(study, comparison, folder, args.jobs)
+            if study.after:
+                study.after(study, folder)
         if not any(read_results(DOCS / name / f"{c.key}-{definition_hash(c)}") for c in study.comparisons):
             print(f"study {name}: no results yet; its page stays as it is", flush=True)
             continue

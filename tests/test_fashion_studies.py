@@ -35,9 +35,9 @@ def test_every_study_comparison_is_a_command_compare_accepts(studies, pkg, proje
     command = importlib.import_module(f"{pkg.__name__}.compare.command")
     monkeypatch.chdir(project)
     for study, comparison in comparisons(studies):
-        argv, root = studies.compare_argv(study, comparison, project, studies.FIRST_SEEDS, jobs=2)
+        argv, root = studies.compare_argv(study, comparison, project, comparison.seeds, jobs=2)
         built, jobs = command.build_comparison(argv)
-        assert jobs == 2 and built.units == studies.FIRST_SEEDS
+        assert jobs == 2 and built.units == comparison.seeds
         assert [arm.name for arm in built.arms] == ["baseline", *comparison.arms], study.name
         assert built.root == root and root.is_relative_to(REPO / "docs" / "studies" / study.name)
         for arm in built.arms:
