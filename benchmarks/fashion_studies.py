@@ -467,6 +467,11 @@ def comparison_section(study: Study, comparison: Comparison) -> tuple[list[str],
         ndiff = f"{_f(nll['diff'], 3, True)} [{_f(nll['diff_ci_low'], 3, True)}, {_f(nll['diff_ci_high'], 3, True)}]" if nll["diff"] else ""
         lines.append(f"| {name} | {_f(acc['mean'])} [{_f(acc['ci_low'])}, {_f(acc['ci_high'])}] | {diff} | {acc['verdict']} "
                      f"| {_f(nll['mean'], 3)} | {ndiff} | {nll['verdict']} | {_f(ece['mean'], 3)} |")
+    evaluated: dict[str, set[str]] = {}
+    for path in runs:
+        evaluated.setdefault(path.stem.rpartition("-seed")[0], set()).add(json.loads(path.read_text()).get("evaluated", "best checkpoint"))
+    if any(kinds != {"best checkpoint"} for kinds in evaluated.values()):
+        lines += ["", "Tested: " + "; ".join(f"`{arm}` {', '.join(sorted(kinds))}" for arm, kinds in evaluated.items()) + "."]
     findings = _findings_by_arm(runs)
     if findings:
         lines += ["", "What the run's diagnostics concluded (runs per verdict):", "",
