@@ -290,29 +290,41 @@ def seed_ensembles(study: Study, folder: Path | None) -> list[str]:
         ref = [float(json.loads(r.read_text())[metric]) for r in baseline_runs]
         (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = interval(ref), interval(ours)
         diff, lo, hi = welch(ours, ref)
-        verdict = ("better" if (lo > 0) == higher else "worse") if lo > 0 or hi < 0 else "no detectable difference"
+        verdict = STATS.verdict(STATS.Interval(diff, lo, hi, 0.0, len(ours)), higher)
         lines.append(f"| {metric} | {mean_a:.4f} [{lo_a:.4f}, {hi_a:.4f}] | {mean_b:.4f} [{lo_b:.4f}, {hi_b:.4f}] | "
                      f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
     return [*lines, ""]
 
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval."""
-    from scipy import stats  # noqa: PLC0415  (scikit-learn's dependency; only the studies need it)
+def _compare_stats():
+    """The project's own statistics (compare/stats.py: Student-t intervals, verdicts), read from the template:
+    a plain module, so the pages use the very rules `compare` applies."""
+    import importlib.util
 
-    mean = statistics.fmean(values)
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
+    path = REPO / "template" / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}" / "compare" / "stats.py"
+    spec = importlib.util.spec_from_file_location("compare_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+STATS = _compare_stats()
+
+
+def interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval (compare's `mean_interval`)."""
+    found = STATS.mean_interval(values)
+    return found.mean, found.low, found.high
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) - mean(b) with its 95 % Welch interval (unequal variances, unpaired)."""
-    from scipy import stats  # noqa: PLC0415
-
+    """mean(a) - mean(b) with its 95 % Welch interval (unequal variances, unpaired); the degrees of freedom
+    rounded down for compare's Student-t quantile, which makes the interval slightly wider, never narrower."""
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     diff = statistics.fmean(a) - statistics.fmean(b)
-    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    half = STATS.t_quantile(0.975, max(1, math.floor(df))) * math.sqrt(va + vb)
     return diff, diff - half, diff + half
 
 
