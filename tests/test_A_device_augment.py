@@ -10,6 +10,7 @@ degrees, lens k > 0) so a sign error in a convention shows up too.
 from __future__ import annotations
 
 import importlib
+import logging
 
 import pytest
 import torch
@@ -189,6 +190,39 @@ def test_A_device_augment_flag_validation(pkg, tmp_path):
     with pytest.raises(ValueError, match=r"device_augment=false for imagefolder"):
         pkg.ImageDataModule("imagefolder", root=str(tmp_path), device_augment=True)
     pkg.ImageDataModule("digits", augment=[v2.RandAugment()])  # the per-sample path takes any transform
+
+
+def test_A_device_augment_auto_takes_the_batched_path_where_it_can(pkg, tmp_path, caplog):
+    """`auto` (the generated config's choice for the MNIST family and CIFAR): in-memory torchvision data with
+    batchable transforms trains from one tensor; a transform without a batched form keeps the per-sample path
+    and says which one; image folders and the embedded digits keep the DataLoader; anything else is refused."""
+    from test_splits_and_imbalance import write_fake_mnist
+
+    t = importlib.import_module(f"{pkg.__name__}.transforms")
+    datamodule = importlib.import_module(f"{pkg.__name__}.datamodule")
+    write_fake_mnist(tmp_path, "FashionMNIST", train_labels=list(range(10)) * 6, test_labels=list(range(10)))
+    fast = pkg.ImageDataModule("fashion_mnist", root=str(tmp_path), download=False, image_size=16, batch_size=8,
+                               augment=[v2.RandomHorizontalFlip(), t.PadAndCrop(2)], device_augment="auto")
+    fast.setup("fit")
+    assert fast.device_augment is True and isinstance(fast.train_dataloader(), datamodule.DeviceBatches)
+    images, labels = next(iter(fast.train_dataloader()))
+    assert images.shape == (8, 1, 16, 16) and labels.shape == (8,)
+
+    lightning_log = logging.getLogger("pytorch_lightning")  # rank_zero_info's logger (it does not propagate)
+    lightning_log.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    try:
+        slow = pkg.ImageDataModule("fashion_mnist", root=str(tmp_path), download=False, augment=[v2.RandAugment()],
+                                   device_augment="auto")
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    assert slow.device_augment is False
+    assert "data.device_augment=auto: per-sample augmentation in the DataLoader (RandAugment has no batched" in caplog.text
+    assert pkg.ImageDataModule("digits", device_augment="auto").device_augment is False
+    (tmp_path / "folder" / "a").mkdir(parents=True), (tmp_path / "folder" / "b").mkdir()
+    assert datamodule.choose_device_augment(datamodule.datasets.DATASETS["imagefolder"], [])[0] is False
+    with pytest.raises(ValueError, match=r"data.device_augment='yes': use true, false or auto"):
+        pkg.ImageDataModule("digits", device_augment="yes")
 
 
 def test_A_device_augment_short_fit_through_trainer(pkg, tmp_path):

@@ -56,6 +56,8 @@ def test_non_default_answers(tmp_path, answers):
     assert (project / "src" / package / "cli.py").is_file()
     config = yaml.safe_load((project / "configs" / "default.yaml").read_text())
     assert config["data"]["dataset"] == answers.get("dataset", "digits")
+    in_memory = answers.get("dataset") in ("mnist", "fashion_mnist", "cifar10", "cifar100")  # torchvision keeps them as tensors
+    assert config["data"].get("device_augment") == ("auto" if in_memory else None)
     assert config["model"]["backbone"] == answers.get("backbone", "sized_convnet")
     logger = {"wandb": "AutoWandbLogger", "csv": "CSVLogger", "tensorboard": "TensorBoardLogger"}
     assert config["trainer"]["logger"]["class_path"] == logger[answers.get("logger", "wandb")]

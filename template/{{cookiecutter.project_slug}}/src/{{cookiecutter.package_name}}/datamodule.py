@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
@@ -21,7 +22,7 @@ from . import transforms as _transforms  # noqa: F401  (so configs can name our 
 from .folds import check_folds, k_fold_splits
 from .prediction import ImageFiles, find_images
 from .transforms.batch_mix import mix_batch
-from .transforms.batched import BatchedAugment
+from .transforms.batched import BatchedAugment, UnsupportedTransformError
 from .transforms.identity_check import identity_changing
 from .transforms.preprocessing import (
     NEEDS_COVARIANCE,
@@ -103,6 +104,32 @@ def _one_cpu_thread(enabled: bool):
         torch.set_num_threads(previous)
 
 
+def choose_device_augment(spec: datasets.DatasetSpec, augment: list[nn.Module]) -> tuple[bool, str]:
+    """`data.device_augment: auto`: whether a dataset and its `augment` list take the batched path, and why.
+
+    Yes for the datasets torchvision keeps in memory (MNIST, Fashion-MNIST, CIFAR: one uint8 tensor, at
+    most 150 MB) when every transform has a batched counterpart: a per-sample transform, cast and
+    normalize cost more per image than the whole batched gather (full Fashion-MNIST, the default net, 2 CPU
+    cores: 9 ms of each 150 ms training step of 64 images; `benchmarks/bench.py --only fashion`). No for
+    image folders (decoded per file, any size) and for a transform without a batched form (it runs as
+    written, per sample, instead of failing).
+
+    Example:
+        >>> choose_device_augment(datasets.DATASETS["fashion_mnist"], [])[0]
+        True
+    """
+    if spec.from_folder:
+        return False, "image folders are decoded per sample"
+    if spec.torchvision_class is None:
+        return False, f"{spec.name} is not one of torchvision's in-memory datasets"
+    for transform in augment:
+        try:
+            BatchedAugment([transform])
+        except UnsupportedTransformError:
+            return False, f"{type(transform).__name__} has no batched counterpart"
+    return True, f"{spec.name} is held in memory as one tensor"
+
+
 class ImageDataModule(LightningDataModule):
     """Image classification data: `digits` (embedded), `mnist`, `fashion_mnist`, `cifar10`,
     `cifar100` (torchvision), `imagefolder` (class sub-folders) and `shapes` (synthetic, with masks);
@@ -147,6 +174,9 @@ class ImageDataModule(LightningDataModule):
             training device and apply `augment` per batch there with batched ops (GPU when present);
             same distribution as the per-sample path, several times faster for small data. Every
             `augment` transform needs a batched counterpart (transforms/batched.py); not for imagefolder.
+            `auto` (the generated config's choice for MNIST, Fashion-MNIST and CIFAR): on for torchvision's
+            in-memory datasets when every transform has a batched counterpart, else off with one line
+            naming the transform (`choose_device_augment`).
         predict_root: `predict` labels these images instead of the test split: a folder (searched
             recursively) or a text file listing image paths, one per line (relative ones from the
             file's folder). Checked when the DataModule is built: no images is an error, unreadable
@@ -192,7 +222,7 @@ class ImageDataModule(LightningDataModule):
         allow_identity_changing: bool = False,
         preprocess: Literal[PREPROCESS] = "published",
         whiten_eps: float = 1e-2,
-        device_augment: bool = False,
+        device_augment: bool | Literal["auto"] = False,
         predict_root: str | None = None,
         predict_top_k: int = 3,
         class_weights: Literal["none", "auto"] | list[float] = "none",
@@ -234,6 +264,12 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"data.whiten_eps={whiten_eps}: use a small positive value such as 0.01.")
         self.preprocess, self.whiten_eps = preprocess, whiten_eps
         self.preprocess_state: dict[str, torch.Tensor] | None = None
+        if device_augment == "auto":
+            device_augment, why = choose_device_augment(spec, self.augment)
+            if not device_augment and spec.torchvision_class is not None:  # surprising only where it could have been on
+                rank_zero_info(f"data.device_augment=auto: per-sample augmentation in the DataLoader ({why}).")
+        elif not isinstance(device_augment, bool):
+            raise ValueError(f"data.device_augment={device_augment!r}: use true, false or auto.")
         if device_augment and spec.from_folder:
             small = ", ".join(name for name, s in datasets.DATASETS.items() if not s.from_folder)
             raise ValueError(
