@@ -134,6 +134,9 @@ def regularization() -> Study:
          Comparison("full", "the full training split", full, arms)),
         published=(Published("dropout-max-norm", "Srivastava et al. 2014, Table 9 (MNIST; their reference is L2, "
                              "ours is no regularization; the row for our `l2` arm is in the table above)", 1.62, 1.05),),
+        notes="Data path: these runs predate the generated config's `data.device_augment: auto` and loaded the "
+              "training images per sample in the DataLoader (no augmentation here, so the same batches' content; "
+              "only the wall time would be shorter now).",
     )
 
 
@@ -158,6 +161,9 @@ def augmentation() -> Study:
         "the same 20 % subset first (`tanda learn --steps 300`, seed 0; kept as `augmentation/tanda-policy.pt`).",
         (Comparison("subset-20", "20 % of the training split", base, arms),),
         published=(Published("random-erasing", "Zhong et al. 2017 (Fashion-MNIST, WRN-28-10)", 4.01, 3.65),),
+        notes="Data path: the generated config's `data.device_augment: auto` augments each batch from one tensor; "
+              "TANDA's learned policy has no batched form, so that arm falls back to per-sample augmentation in the "
+              "DataLoader (the same transforms, slower; its training time is not comparable to the others').",
         prepared={TANDA_POLICY: ("tanda", "learn", "--data", "image_size=28", "--data", "train_fraction=0.2",
                                  "--steps", "300", "--length", "3", "--seed", "0", "--out", "{out}")},
     )
@@ -556,7 +562,8 @@ def write_index() -> Path:
             continue
         text = page.read_text()
         if MARKER in text:
-            verdicts = [line.removeprefix("- ") for line in text.splitlines() if line.startswith("- ") and " arms raise " in line]
+            verdicts = [line.removeprefix("- ").removesuffix(".") for line in text.splitlines()
+                        if line.startswith("- ") and " arms raise " in line]
             lines.append(f"| {name} | Fashion-MNIST | [{name}.md]({name}.md) | {'; '.join(verdicts)} |")
         else:
             lines.append(f"| {name} | digits (Fashion-MNIST pending) | [{name}.md]({name}.md) | see the page |")
