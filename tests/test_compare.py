@@ -135,6 +135,9 @@ def test_baseline_arguments_that_compare_owns_are_refused(compare, project, monk
             compare.build_comparison(["--folds", "3", "--", "--config", "configs/default.yaml", *baseline])
     with pytest.raises(SystemExit, match="after --"):
         compare.build_comparison(["--seeds", "0", "1"])
+    for switched_off in (["--trainer.logger=false"], ["--trainer.logger", "null"]):
+        with pytest.raises(SystemExit, match="drop --trainer.logger=.*recipes/logger/csv.yaml"):
+            compare.build_comparison(["--seeds", "0", "1", "--", "--config", "configs/default.yaml", *switched_off])
     with pytest.raises(SystemExit, match="configs/missing.yaml does not exist"):
         compare.build_comparison(["--seeds", "0", "1", "--", "--config", "configs/missing.yaml"])
 

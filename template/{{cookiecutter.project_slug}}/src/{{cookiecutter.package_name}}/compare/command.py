@@ -90,6 +90,18 @@ def _given(args: Sequence[str], *keys: str) -> str | None:
     return None
 
 
+def _logger_switched_off(args: Sequence[str]) -> str | None:
+    """`--trainer.logger=false` (or `--trainer.logger false`/`null`) as written, if the baseline has it."""
+    for at, arg in enumerate(args):
+        key, sep, value = arg.partition("=")
+        if key != "--trainer.logger":
+            continue
+        value = value if sep else (args[at + 1] if at + 1 < len(args) else "")
+        if value.lower() in ("false", "null", "none"):
+            return f"--trainer.logger={value}"
+    return None
+
+
 def build_comparison(argv: Sequence[str]) -> tuple[Comparison, int]:
     """The comparison the command line asks for and its --jobs, or SystemExit with one message before anything runs."""
     own, baseline = _split_at_dashes(argv)
@@ -112,6 +124,11 @@ def build_comparison(argv: Sequence[str]) -> tuple[Comparison, int]:
     if owned:
         instead = "--folds" if owned != "--seed_everything" else "--seeds" if args.seeds is not None else "--seed"
         raise SystemExit(f"compare: drop {owned} from the baseline's arguments: compare sets it for every run ({instead}).")
+    switched_off = _logger_switched_off(baseline)
+    if switched_off:  # every child would stop at LearningRateMonitor ("needs a logger"), one after another
+        raise SystemExit(f"compare: drop {switched_off} from the baseline's arguments: every run needs a logger (the "
+                         "config's LearningRateMonitor writes to it, and compare groups the runs through it). For runs "
+                         "that stay on this machine add --config recipes/logger/csv.yaml instead.")
     arms = [Arm(BASELINE), *(parse_arm(text) for text in args.arm)]
     names = [arm.name for arm in arms]
     duplicate = next((n for n in names if names.count(n) > 1), None)
