@@ -15,7 +15,8 @@ Card:
 Why here: torch has the schedulers, but they need the total number of steps at construction, which
 a YAML config cannot know (it depends on the dataset, batch size, devices and max_epochs). The
 trainer knows it once fit starts, so a small callback builds the scheduler then. The checkpoint
-keeps the scheduler's state, and a resumed run rebuilds it before that state is restored.
+keeps the scheduler's state, and a resumed run rebuilds it before that state is restored; a one-cycle
+run resumed with a different length is refused at start (its schedule cannot be stretched).
 """
 
 from __future__ import annotations
@@ -120,3 +121,16 @@ class OneCycleSchedule(Callback):
             cycle_momentum=self.cycle_momentum and has_momentum,
         )
         _install(trainer, scheduler, "OneCycleSchedule")
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A resumed run gets the checkpoint's schedule back only now; torch's OneCycleLR would otherwise stop
+        # with "Tried to step N times" deep inside the run when the step count changed since the checkpoint.
+        scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
+        needed = _total_steps(trainer, "OneCycleSchedule")
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps != needed:
+            raise ValueError(
+                f"OneCycleSchedule: the checkpoint's one-cycle schedule spans {scheduler.total_steps} steps, this run "
+                f"{needed} (trainer.max_epochs, max_steps, the batch size or the data changed since it was saved). A "
+                "one-cycle schedule cannot be stretched: resume with the settings the checkpoint was trained with, "
+                "or start a new run from its weights.")

@@ -102,6 +102,23 @@ def test_T3_one_cycle_peaks_at_the_configured_lr(pkg):
     assert probe.lrs[0] == pytest.approx(0.1 / 25) and probe.lrs[-1] < probe.lrs[0]
 
 
+def test_T3_one_cycle_resumes_its_own_schedule_and_refuses_a_longer_run(pkg, tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(epochs, ckpt_path=None):
+        probe = BatchLRs()
+        saver = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
+        trainer([OneCycleSchedule(pct_start=0.25), probe, saver], epochs=epochs, limit_val_batches=0,
+                enable_checkpointing=True).fit(tiny_model(pkg), *loaders(n=80), ckpt_path=ckpt_path)
+        return probe.lrs
+
+    whole = run(epochs=2)
+    first_epoch = tmp_path / "epoch=0.ckpt"
+    assert run(epochs=2, ckpt_path=first_epoch) == pytest.approx(whole[10:])  # the same second half of the cycle
+    with pytest.raises(ValueError, match="spans 20 steps, this run 30"):
+        run(epochs=3, ckpt_path=first_epoch)
+
+
 def test_T3_lr_finder_writes_its_plot_and_applies_the_suggestion(pkg, tmp_path):
     finder = LearningRateFinderPlot(min_lr=1e-4, max_lr=1.0, num_training_steps=20, early_stop_threshold=None)
     probe = BatchLRs()
