@@ -406,7 +406,11 @@ def read_results(root: Path) -> tuple[Path, list[dict]] | None:
 
 
 def undecided(rows: list[dict]) -> bool:
-    return any(r["metric"] == "test_acc" and r["verdict"] == "no detectable difference" for r in rows)
+    """An arm whose paired CI on test accuracy contains 0 and has a width: more seeds could decide it. (A
+    zero-width CI is two arms that gave the same accuracy on every seed, e.g. both stuck at chance; more seeds
+    would not change it.)"""
+    return any(r["metric"] == "test_acc" and r["verdict"] == "no detectable difference"
+               and float(r["diff_ci_low"]) != float(r["diff_ci_high"]) for r in rows)
 
 
 def prepare(study: Study, folder: Path) -> None:

@@ -53,3 +53,13 @@ def test_a_changed_definition_gets_its_own_results_folder(studies, project):
     _, other = studies.compare_argv(study, studies.Comparison(comparison.key, comparison.label, changed, comparison.arms),
                                     project, studies.FIRST_SEEDS, 1)
     assert root != other and root.parent == other.parent
+
+
+def test_more_seeds_only_where_they_could_decide(studies):
+    def row(verdict, low, high):
+        return {"arm": "a", "metric": "test_acc", "verdict": verdict, "diff_ci_low": low, "diff_ci_high": high}
+
+    assert studies.undecided([row("no detectable difference", "-0.01", "0.02")])
+    # both arms at chance on every seed: a zero-width interval at 0 that two more seeds cannot move
+    assert not studies.undecided([row("no detectable difference", "0.0", "0.0"), row("worse", "-0.3", "-0.1")])
+    assert not studies.undecided([row("better", "0.01", "0.02")])
