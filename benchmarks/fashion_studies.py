@@ -397,8 +397,14 @@ def compare_argv(study: Study, comparison: Comparison, folder: Path, seeds: tupl
 
 
 def read_results(root: Path) -> tuple[Path, list[dict]] | None:
-    """The newest comparison folder under `root` with a results.csv, and its rows."""
-    found = sorted(root.glob("compare-*/results.csv"), key=lambda p: p.stat().st_mtime)
+    """The comparison folder under `root` with a results.csv and the most seeds (the 5-seed comparison grown
+    from the 3-seed one), and its rows. Not the newest by mtime: a checkout gives every file the same age."""
+
+    def units(results: Path) -> int:
+        manifest = results.parent / "manifest.json"
+        return len(json.loads(manifest.read_text())["units"]) if manifest.is_file() else 0
+
+    found = sorted(root.glob("compare-*/results.csv"), key=lambda p: (units(p), p.stat().st_mtime))
     if not found:
         return None
     with found[-1].open() as f:
@@ -592,8 +598,8 @@ def write_index() -> Path:
 
 def write_page(study: Study) -> Path:
     lines = [MARKER, f"# {study.title}", "", f"**Claim.** {study.claim}", "", f"**Setup.** {study.setup}",
-             "Network: the project's sized convnet at 28x28, widths 16-32-64, one 3x3 conv per stage, BatchNorm, "
-             "batch 128; seeds 0-2 per arm, 0-4 where a CI contained 0 after three. "
+             "Network, unless the setup above names another: the project's sized convnet at 28x28, widths "
+             "16-32-64, one 3x3 conv per stage, BatchNorm, batch 128; seeds 0-2 per arm, 0-4 where a CI contained 0 after three. "
              "Reproduce: `make study NAME=" + study.name + " DATA=<folder with FashionMNIST/raw>`.", ""]
     results = {}
     for comparison in study.comparisons:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import json
 import os
 import sys
 
@@ -63,3 +64,14 @@ def test_more_seeds_only_where_they_could_decide(studies):
     # both arms at chance on every seed: a zero-width interval at 0 that two more seeds cannot move
     assert not studies.undecided([row("no detectable difference", "0.0", "0.0"), row("worse", "-0.3", "-0.1")])
     assert not studies.undecided([row("better", "0.01", "0.02")])
+
+
+def test_the_page_reads_the_comparison_with_the_most_seeds_whatever_the_file_ages(studies, tmp_path):
+    for name, seeds, accuracy in (("compare-five", [0, 1, 2, 3, 4], "0.9"), ("compare-three", [0, 1, 2], "0.8")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"units": seeds}))
+        (folder / "results.csv").write_text(f"arm,metric,mean\nbaseline,test_acc,{accuracy}\n")
+    os.utime(tmp_path / "compare-five" / "results.csv", (0, 0))  # the older file, as a checkout may leave it
+    folder, rows = studies.read_results(tmp_path)
+    assert folder.name == "compare-five" and rows[0]["mean"] == "0.9"
