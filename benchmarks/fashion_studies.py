@@ -237,8 +237,8 @@ def activations() -> Study:
               "layer keeps about 1/6 of the signal's variance where tanh (slope 1 at 0) keeps about 1/3; GELU and "
               "SiLU (slope 1/2 at 0) and sigmoid (1/4) keep less still and do not leave chance in 4 epochs (all "
               "three `worse`, NLL stuck at ln 10). Krizhevsky et al. initialized for ReLU. The ReLU family itself "
-              "is close to the lecture: Maxout learns fastest (`better`, +13.2 points [+1.6, +24.8]), ELU is "
-              "`better` on NLL, PReLU, RReLU and Leaky ReLU are ahead of ReLU in the mean but within noise. Pair an activation with the init made for it "
+              "is close to the lecture: Maxout learns fastest (`better`, +13.2 points [+1.6, +24.8]), ELU and "
+              "RReLU are `better` on NLL, all four are ahead of ReLU's accuracy in the mean but within noise. Pair an activation with the init made for it "
               "(`init/he` for the ReLU family; the init study shows what it changes at depth).",
     )
 
