@@ -70,3 +70,21 @@ def test_R5_convs_per_stage_can_differ_per_block(backbones):
 def test_R5_bad_options_name_the_value(backbones, options, message):
     with pytest.raises(ValueError, match=message):
         backbones.build_backbone("sized_convnet", 1, 10, 32, **options)
+
+
+def test_R5_a_recipe_that_replaces_the_backbone_options_names_what_no_longer_applies(pkg, project, tmp_path):
+    """LightningCLI replaces a dict value as a whole: the dropout recipe after a config with its own widths
+    trains the default widths. The CLI says so at start, naming the options and both places."""
+    preflight = importlib.import_module(f"{pkg.__name__}.preflight")
+    small = tmp_path / "small.yaml"
+    small.write_text("model:\n  backbone_options:\n    widths: [16, 32, 64]\n    convs_per_stage: 1\n")
+    recipe = project / "recipes" / "regularize" / "dropout.yaml"
+    (note,) = preflight.replaced_options(["fit", "--config", str(small), "--config", str(recipe)])
+    assert note.startswith(f"note: model.backbone_options in {recipe} replaces the one in {small}")
+    assert "widths=[16, 32, 64], convs_per_stage=1 no longer apply" in note
+    (note,) = preflight.replaced_options([f"--config={small}", "--model.backbone_options", "{dropout: 0.5}"])
+    assert "on the command line replaces the one in" in note
+    # Options repeated with the new ones lose nothing, and a config without the dict replaces nothing.
+    kept = "--model.backbone_options={widths: [16, 32, 64], convs_per_stage: 1, dropout: 0.5}"
+    assert preflight.replaced_options(["--config", str(small), kept]) == []
+    assert preflight.replaced_options(["--config", str(small), "--config", str(project / "configs" / "default.yaml")]) == []

@@ -43,6 +43,7 @@ from .preflight import (
     continue_logger_run,
     drop_logging_callbacks,
     find_checkpoint,
+    replaced_options,
 )
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -129,6 +130,8 @@ class CLI(LightningCLI):
         if isinstance(argv, list):
             self._argv = [str(a) for a in argv]
             check_recipe_requirements(config_files_in(argv))
+            for note in replaced_options(self._argv):
+                print(note, flush=True)
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 from .recipe_info import RecipeInfo, merged_recipes, read_recipe
 
@@ -57,6 +60,58 @@ def check_exclusive_recipes(config_files: list[Path]) -> None:
             raise SystemExit(
                 f"Recipes {' and '.join(names)} cannot be combined: each sets the {slot}. Keep one of them."
             )
+
+
+def _given_options(argv: list[str], key: str) -> list[tuple[str, dict]]:
+    """(where, value) for every dict given to `model.<key>`, in command-line order: in a --config file
+    (under `model:` or `model.init_args:`) or as `--model.<key>=<yaml>`."""
+    given = []
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        path = value if name == "--config" and value else None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = argv[i + 1]
+        if path is not None:
+            try:
+                model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            model = (model or {}).get("init_args", model) if isinstance(model, dict) else None
+            if isinstance(model, dict) and isinstance(model.get(key), dict):
+                given.append((f"in {path}", model[key]))
+        elif name == f"--model.{key}":
+            text = value if value else (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                options = yaml.safe_load(text)
+            except yaml.YAMLError:
+                continue
+            if isinstance(options, dict):
+                given.append(("on the command line", options))
+    return given
+
+
+def replaced_options(argv: list[str], key: str = "backbone_options") -> list[str]:
+    """One note per `model.<key>` dict that replaces an earlier one leaving some of its options out.
+
+    jsonargparse replaces a dict value as a whole rather than merging it, so `regularize/dropout`
+    (`backbone_options: {stage_dropout: …, dropout: 0.5}`) after a config that sets `widths` trains the
+    backbone's default widths. That is LightningCLI's rule and may be meant; the note says what no
+    longer applies, so it is never a surprise.
+
+    Example: `--config small.yaml --config recipes/regularize/dropout.yaml`, small.yaml setting
+    `widths: [16, 32]`, prints "note: model.backbone_options in recipes/regularize/dropout.yaml replaces
+    the one in small.yaml (a dict is replaced, not merged): widths=[16, 32] no longer applies; repeat it
+    there or on the command line to keep it."
+    """
+    notes, given = [], _given_options(argv, key)
+    for (before_at, before), (at, options) in itertools.pairwise(given):
+        lost = [f"{k}={v}" for k, v in before.items() if k not in options]
+        if lost:
+            verb = "applies" if len(lost) == 1 else "apply"
+            notes.append(f"note: model.{key} {at} replaces the one {before_at} (a dict is replaced, not "
+                         f"merged): {', '.join(lost)} no longer {verb}; repeat {'it' if len(lost) == 1 else 'them'} "
+                         f"there or on the command line to keep {'it' if len(lost) == 1 else 'them'}.")
+    return notes
 
 
 def check_recipe_requirements(config_files: list[Path]) -> None:
