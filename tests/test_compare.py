@@ -170,6 +170,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+def default_ctrl_c() -> None:
+    """Ctrl-C's default action in the command, as in a terminal: a suite run in the background (`cmd &` in a
+    script) inherits SIGINT ignored, which exec keeps and Python then leaves alone (no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_size_check_makes_no_difference_zero_init_is_worse_and_an_interrupted_comparison_resumes(pkg, project, home, tmp_path):
     root, env = tmp_path / "compare", offline_env(home, project)
     command = [sys.executable, "-m", pkg.__name__, "compare", "--arm", f"size={project / 'recipes/train/size-check.yaml'}",
@@ -177,7 +183,8 @@ def test_size_check_makes_no_difference_zero_init_is_worse_and_an_interrupted_co
                "--", *baseline_args(project, tmp_path / "logs")]
     # Ctrl-C as a terminal sends it (to the whole process group) once the first run has finished.
     with open(tmp_path / "interrupted.out", "w") as output:
-        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=default_ctrl_c)
         deadline = time.monotonic() + 600
         while not list(root.glob("compare-*/runs/*.json")) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
